@@ -1,0 +1,7 @@
+"""bengrn: gene-network ground truths, metrics, enrichment, baselines and analysis.
+
+Judges any gene x gene network; depends neither on :mod:`scprint` nor on a model.
+"""
+
+__version__ = "0.1.0"
+__all__ = ["__version__"]

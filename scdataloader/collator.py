@@ -1,0 +1,200 @@
+"""Turn cells into fixed-length gene sequences for the model (scPRINT, Methods).
+
+Modes:
+
+``"random expr"``
+    ``max_len`` expressed genes drawn at random; a cell with fewer expressed genes
+    gets all of them, padded with randomly drawn measured-but-unexpressed genes
+    (the paper's pretraining input, ``max_len = 2200``).
+``"most expr"``
+    the ``max_len`` most expressed genes (ties broken at random), padded the same way.
+``"all"``
+    every gene of the gene space, in order.
+``"genes"``
+    a fixed list of genes (``gene_list``), in that order.
+
+Padding only uses genes the cell's dataset measured (``measured``); a cell with fewer
+measured genes than ``max_len`` is padded with unmeasured genes, which are flagged in
+``mask`` (False) so the model and losses can ignore them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+import torch
+
+from .errors import InputError
+
+__all__ = ["Collator", "CollatorMode"]
+
+CollatorMode = Literal["random expr", "most expr", "all", "genes"]
+
+
+class Collator:
+    """Collate Collection items into a batch of gene sequences.
+
+    Parameters
+    ----------
+    genes
+        The gene space of the items (e.g. ``Collection.genes``).
+    mode
+        See the module docstring.
+    max_len
+        Genes per cell for ``"random expr"`` and ``"most expr"``.
+    gene_list
+        Genes (ids of ``genes``) for ``mode="genes"``.
+    measured
+        Boolean array (n_datasets, n_genes): which genes each dataset measured (e.g.
+        ``Collection.measured``). Default: every gene measured everywhere.
+    seed
+        Seed of the gene draws; ``None`` draws from fresh entropy. Each worker process of
+        a DataLoader gets its own stream (seeded from the torch worker seed).
+
+    Returns (on call)
+    -----------------
+    A dict of tensors: ``x`` (B, L) float32 counts, ``genes`` (B, L) int64 indices into
+    ``genes``, ``mask`` (B, L) bool (False for unmeasured padding), ``depth`` (B,)
+    total counts of the whole cell, ``labels`` (B, n_keys) int64 with -1 for unknown,
+    ``dataset`` (B,) int64, ``index`` (B,) int64.
+    """
+
+    def __init__(
+        self,
+        genes: Sequence[str],
+        *,
+        mode: CollatorMode = "random expr",
+        max_len: int = 2200,
+        gene_list: Sequence[str] | None = None,
+        measured: np.ndarray | None = None,
+        seed: int | None = 0,
+    ):
+        if mode not in ("random expr", "most expr", "all", "genes"):
+            raise InputError(
+                f"Unknown collator mode {mode!r}: use 'random expr', 'most expr', 'all' or "
+                "'genes'."
+            )
+        self.genes = np.asarray(genes).astype(str)
+        self.mode = mode
+        self.max_len = int(max_len)
+        if self.max_len < 1:
+            raise InputError("max_len must be >= 1.")
+        self.gene_positions: np.ndarray | None = None
+        if mode == "genes":
+            if gene_list is None or len(gene_list) == 0:
+                raise InputError("mode='genes' needs a non-empty gene_list.")
+            index = {g: i for i, g in enumerate(self.genes)}
+            missing = [g for g in gene_list if g not in index]
+            if missing:
+                raise InputError(
+                    f"{len(missing)} genes of gene_list are not in the gene space "
+                    f"(e.g. {', '.join(missing[:5])})."
+                )
+            self.gene_positions = np.array([index[g] for g in gene_list], dtype=np.int64)
+        if measured is not None:
+            measured = np.asarray(measured, dtype=bool)
+            if measured.ndim != 2 or measured.shape[1] != len(self.genes):
+                raise InputError(
+                    f"measured must be (n_datasets, {len(self.genes)}), got {measured.shape}."
+                )
+        self.measured = measured
+        self.seed = seed
+        self._rng: np.random.Generator | None = None
+        self._rng_worker: int | None = None
+
+    @property
+    def length(self) -> int:
+        """Sequence length of the batches."""
+        if self.mode == "all":
+            return len(self.genes)
+        if self.mode == "genes":
+            return len(self.gene_positions)
+        return self.max_len
+
+    def _generator(self) -> np.random.Generator:
+        info = torch.utils.data.get_worker_info()
+        worker = None if info is None else info.id
+        if self._rng is None or worker != self._rng_worker:
+            if info is not None:
+                self._rng = np.random.default_rng(info.seed % 2**63)
+            else:
+                self._rng = np.random.default_rng(self.seed)
+            self._rng_worker = worker
+        return self._rng
+
+    def _select(self, x: np.ndarray, measured: np.ndarray | None, rng) -> np.ndarray:
+        """Gene positions for one cell in the random / most expressed modes."""
+        n = len(x)
+        expressed = np.flatnonzero(x > 0)
+        L = min(self.max_len, n)
+        if len(expressed) >= L:
+            if self.mode == "random expr":
+                return rng.choice(expressed, L, replace=False)
+            # most expressed, ties broken at random: sort by (-x, random key)
+            keys = rng.random(len(expressed))
+            order = np.lexsort((keys, -x[expressed]))
+            return expressed[order[:L]]
+        if self.mode == "random expr":
+            chosen = rng.permutation(expressed)
+        else:
+            keys = rng.random(len(expressed))
+            chosen = expressed[np.lexsort((keys, -x[expressed]))]
+        need = L - len(chosen)
+        zero = x == 0
+        if measured is not None:
+            pool = np.flatnonzero(zero & measured)
+            if len(pool) < need:  # not enough measured zeros: unmeasured genes too
+                extra = np.flatnonzero(zero & ~measured)
+                pad = np.concatenate(
+                    [rng.permutation(pool), rng.permutation(extra)[: need - len(pool)]]
+                )
+                return np.concatenate([chosen, pad])
+        else:
+            pool = np.flatnonzero(zero)
+        return np.concatenate([chosen, rng.choice(pool, need, replace=False)])
+
+    def __call__(self, items: Sequence[dict]) -> dict[str, torch.Tensor]:
+        if len(items) == 0:
+            raise InputError("Cannot collate an empty batch.")
+        rng = self._generator()
+        B, L = len(items), self.length
+        if self.mode == "random expr" or self.mode == "most expr":
+            L = min(L, len(self.genes))
+        x = np.zeros((B, L), dtype=np.float32)
+        pos = np.zeros((B, L), dtype=np.int64)
+        mask = np.ones((B, L), dtype=bool)
+        for b, item in enumerate(items):
+            cell = np.asarray(item["x"], dtype=np.float32)
+            if cell.shape[0] != len(self.genes):
+                raise InputError(
+                    f"Item has {cell.shape[0]} genes; the collator expects {len(self.genes)}."
+                )
+            measured = None if self.measured is None else self.measured[int(item["dataset"])]
+            if self.mode == "all":
+                sel = np.arange(len(self.genes))
+            elif self.mode == "genes":
+                sel = self.gene_positions
+            else:
+                sel = self._select(cell, measured, rng)
+            pos[b] = sel
+            x[b] = cell[sel]
+            if measured is not None:
+                mask[b] = measured[sel]
+        labels = np.stack(
+            [np.atleast_1d(np.asarray(it.get("labels", []), np.int64)) for it in items]
+        )
+        depth = np.array(
+            [float(it["depth"]) if "depth" in it else float(np.sum(it["x"])) for it in items],
+            dtype=np.float32,
+        )
+        return {
+            "x": torch.from_numpy(x),
+            "genes": torch.from_numpy(pos),
+            "mask": torch.from_numpy(mask),
+            "depth": torch.from_numpy(depth),
+            "labels": torch.from_numpy(labels),
+            "dataset": torch.tensor([int(it.get("dataset", 0)) for it in items]),
+            "index": torch.tensor([int(it.get("index", -1)) for it in items]),
+        }

@@ -1,0 +1,69 @@
+"""Reading and writing AnnData files with clear errors and atomic writes."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import anndata as ad
+
+from .errors import FileFormatError
+
+__all__ = ["read_anndata", "write_h5ad_atomic"]
+
+
+def read_anndata(path: str | os.PathLike, *, backed: bool = False) -> ad.AnnData:
+    """Read an ``.h5ad`` file or a ``.zarr`` store.
+
+    Parameters
+    ----------
+    path
+        The file or store.
+    backed
+        Leave ``X`` on disk (h5ad only).
+
+    Raises
+    ------
+    FileFormatError
+        The path is missing, empty, truncated or not an AnnData file.
+    """
+    from .collection import _open_store
+
+    p = Path(path)
+    store = _open_store(str(p))  # raises FileFormatError for missing / empty / truncated
+    try:
+        keys = set(store.keys())
+    finally:
+        if hasattr(store, "close"):
+            store.close()
+    if not {"obs", "var"} <= keys:
+        raise FileFormatError(f"{path}: not an AnnData file (no 'obs'/'var' groups).")
+    try:
+        if p.is_dir():
+            return ad.read_zarr(p)
+        return ad.read_h5ad(p, backed="r" if backed else None)
+    except Exception as e:
+        raise FileFormatError(
+            f"{path}: could not be read as AnnData ({type(e).__name__}: {e}). The file may "
+            "be truncated or written by an incompatible tool."
+        ) from e
+
+
+def write_h5ad_atomic(adata: ad.AnnData, path: str | os.PathLike, **kwargs) -> Path:
+    """Write ``adata`` to ``path`` via a temporary file in the same folder and a rename.
+
+    A reader never sees a half-written file, and an existing file is only replaced once
+    the new one is complete. Keyword arguments go to :meth:`anndata.AnnData.write_h5ad`.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        adata.write_h5ad(tmp, **kwargs)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -1,0 +1,87 @@
+"""Shared fixtures: the real data sets of ../shared/data (skipped when absent)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+RETINA = DATA / "retina_1k.h5ad"
+WU2020 = DATA / "wu2020_tcells_200.h5ad"
+MOUSE = DATA / "mouse_10x_10k.zarr"
+MCCALLA = DATA / "networks" / "mcalla_hesc" / "chen_rna_filtered_log2.tsv.gz"
+
+
+def _need(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"real test data not found: {path} (the shared data folder)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def retina_path() -> Path:
+    return _need(RETINA)
+
+
+@pytest.fixture(scope="session")
+def wu2020_path() -> Path:
+    return _need(WU2020)
+
+
+@pytest.fixture(scope="session")
+def mouse_path() -> Path:
+    return _need(MOUSE)
+
+
+@pytest.fixture(scope="session")
+def retina_full(retina_path):
+    """The retina AnnData in memory (do not modify: copy first)."""
+    import anndata as ad
+
+    return ad.read_h5ad(retina_path)
+
+
+@pytest.fixture
+def retina(retina_full):
+    return retina_full.copy()
+
+
+@pytest.fixture(scope="session")
+def wu2020(wu2020_path):
+    import anndata as ad
+
+    a = ad.read_h5ad(wu2020_path)
+    del a.obsm  # the airr slot needs awkward; not used here
+    return a
+
+
+@pytest.fixture(scope="session")
+def mcalla_log2() -> pd.DataFrame:
+    """McCalla hESC expression: genes x cells, log2(x+1) applied twice."""
+    return pd.read_csv(_need(MCCALLA), sep="\t", index_col=0)
+
+
+@pytest.fixture(scope="session")
+def retina_parts(retina_path, tmp_path_factory) -> list[Path]:
+    """The retina file split into 3 h5ad files (400/350/250 cells), the last with fewer genes
+    and a different donor, for multi-file tests."""
+    import anndata as ad
+
+    full = ad.read_h5ad(retina_path)
+    out = tmp_path_factory.mktemp("parts")
+    bounds = [(0, 400), (400, 750), (750, 1000)]
+    paths = []
+    rng = np.random.default_rng(0)
+    for k, (a, b) in enumerate(bounds):
+        part = full[a:b].copy()
+        part.obs["donor_id"] = f"donor{k}"
+        if k == 2:
+            keep = np.sort(rng.choice(part.n_vars, part.n_vars - 5000, replace=False))
+            part = part[:, keep].copy()
+        p = out / f"part{k}.h5ad"
+        part.write_h5ad(p)
+        paths.append(p)
+    return paths
