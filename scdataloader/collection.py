@@ -76,6 +76,8 @@ def _dataframe_index(group) -> np.ndarray:
         values = group[key][...]
     except KeyError as e:
         raise FileFormatError(f"{group.name}: no index column {key!r}.") from e
+    if values.dtype.kind == "T":  # numpy StringDType (zarr v3)
+        values = values.astype(object)
     if values.dtype.kind in "SO":
         values = np.array([v.decode() if isinstance(v, bytes) else v for v in values])
     return values.astype(str)

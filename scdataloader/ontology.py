@@ -297,8 +297,8 @@ class LabelHierarchy:
         object.__setattr__(self, "coarse", coarse)
         object.__setattr__(self, "coarse_leaves", coarse_leaves)
         object.__setattr__(self, "hierarchical", bool(self.hierarchical))
-        if not leaves:
-            raise LabelError(f"The hierarchy of {self.key!r} has no leaf label.")
+        if not leaves and coarse:
+            raise LabelError(f"The hierarchy of {self.key!r} has coarse labels but no leaf.")
         labels = leaves + coarse
         if len(set(labels)) != len(labels):
             repeated = sorted({label for label in labels if labels.count(label) > 1})
