@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
     # Sampling weights per cell type: rare types are drawn more than their share.
     names = np.asarray([str(c) for c in cell_types])
     weights = sampler.weights
-    print("cell type: cells in train split -> share of draws (expected)")
+    print("cell type: share of the train split -> expected share of the weighted draws")
     for label in sorted(set(names), key=lambda v: -(names == v).sum()):
         share = (names == label).mean()
         expected = weights[names == label].sum()
