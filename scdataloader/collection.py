@@ -290,6 +290,7 @@ class Collection(torch.utils.data.Dataset):
         self._stores: dict[int, object] = {}
         if check_counts:
             self._check_counts()
+        self.close()  # no handle crosses into forked DataLoader workers
 
     # ----------------------------------------------------------------- set-up helpers
 
