@@ -4,26 +4,45 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from collections.abc import Sequence
 
 from .errors import InputError
 
-__all__ = ["main"]
+__all__ = ["main", "build_parser"]
+
+# The library's messages name Python keyword arguments; on the command line, name the flags.
+_FLAG_HINTS = [
+    (re.compile(r"recover_counts=True"), "--recover-counts"),
+    (re.compile(r"[Pp]ass gene_key=None"), "Leave out --gene-key"),
+    (re.compile(r"\(or None to detect it\)"), "(or leave --organism out to detect it)"),
+    (
+        re.compile(r"\b(gene_key|layer|organism)=(['\"])(.*?)\2"),
+        lambda m: f"--{m.group(1).replace('_', '-')} {m.group(3)}",
+    ),
+]
+
+
+def _cli_message(message: str) -> str:
+    """Rewrite the Python-API hints of a library message as command-line flags."""
+    for pattern, repl in _FLAG_HINTS:
+        message = pattern.sub(repl, message)
+    return message
 
 
 def _info(args: argparse.Namespace) -> int:
     from ._constants import DEFAULT_LABEL_KEYS, ORGANISMS
     from .io import read_anndata
-    from .preprocess import check_counts, qc_report
+    from .preprocess import _source_matrix, check_counts, qc_report
 
     adata = read_anndata(args.file, backed=False)
     print(f"file: {args.file}")
     print(f"cells: {adata.n_obs:,}")
     print(f"genes: {adata.n_vars:,}")
-    X = adata.X if args.layer is None else adata.layers[args.layer]
+    X, where = _source_matrix(adata, args.layer)
     check = check_counts(X)
-    print(f"X: {check.kind} - {check.message}")
+    print(f"{where}: {check.kind} - {_cli_message(check.message)}")
     present = [k for k in DEFAULT_LABEL_KEYS if k in adata.obs.columns]
     print("label columns: " + (", ".join(present) if present else "none of the CELLxGENE ones"))
     for key in present:
@@ -37,7 +56,7 @@ def _info(args: argparse.Namespace) -> int:
     try:
         report = qc_report(adata, organism=args.organism, gene_key=args.gene_key, layer=args.layer)
     except InputError as e:
-        print(f"QC: cannot run: {e}")
+        print(f"QC: cannot run: {_cli_message(str(e))}")
         return 0
     print(f"organism: {ORGANISMS.get(report.organism, report.organism)}")
     print(report.gene_report)
@@ -111,8 +130,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return args.func(args)
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (InputError, OSError) as e:
+        # a clear message, no traceback: the first line is the error, details indented
+        lines = _cli_message(str(e)).strip().splitlines() or [type(e).__name__]
+        print("error: " + "\n  ".join(line.rstrip() for line in lines), file=sys.stderr)
         return 2
 
 

@@ -12,6 +12,8 @@ Splits:
 from __future__ import annotations
 
 import logging
+import numbers
+import os
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -163,19 +165,30 @@ class DataModule(pl.LightningDataModule):
     def _test_files(self) -> list[int]:
         n_files = len(self.collection.files)
         spec = self.test_datasets
-        if isinstance(spec, int):
-            if spec < 0 or spec >= n_files and spec > 0:
+        if isinstance(spec, numbers.Integral):
+            spec = int(spec)
+            if spec < 0:
+                raise InputError(f"test_datasets must be >= 0, got {spec}.")
+            if spec >= n_files and spec > 0:
                 raise InputError(f"test_datasets={spec} leaves no training file out of {n_files}.")
             return list(range(n_files - spec, n_files)) if spec else []
-        paths = [f.path for f in self.collection.files]
+        paths = [os.path.abspath(f.path) for f in self.collection.files]
         out = []
         for item in spec:
-            if isinstance(item, str):
-                if item not in paths:
-                    raise InputError(f"test dataset {item!r} is not a file of the collection.")
-                out.append(paths.index(item))
+            if isinstance(item, str | os.PathLike):
+                path = os.path.abspath(os.fspath(item))
+                if path not in paths:
+                    raise InputError(
+                        f"test dataset {str(item)!r} is not a file of the collection."
+                    )
+                out.append(paths.index(path))
             else:
-                out.append(int(item))
+                k = int(item)
+                if not 0 <= k < n_files:
+                    raise InputError(
+                        f"test dataset index {k} is out of range for {n_files} files."
+                    )
+                out.append(k)
         if len(set(out)) >= n_files:
             raise InputError("Every file is held out for testing: nothing left to train on.")
         return sorted(set(out))
@@ -191,7 +204,12 @@ class DataModule(pl.LightningDataModule):
                     f"split_by='donor' needs several donors; {self.donor_key!r} has {len(unique)}."
                 )
             rng.shuffle(unique)
-            n_test = self.test_datasets if isinstance(self.test_datasets, int) else 0
+            if not isinstance(self.test_datasets, numbers.Integral) or self.test_datasets < 0:
+                raise InputError(
+                    "With split_by='donor', test_datasets is the number of held-out donors "
+                    f"(an integer >= 0), not {self.test_datasets!r}."
+                )
+            n_test = int(self.test_datasets)
             n_val = int(round(self.val_size * len(unique)))
             if self.val_size > 0:
                 n_val = max(n_val, 1)
@@ -276,11 +294,40 @@ class DataModule(pl.LightningDataModule):
     # --------------------------------------------------------------- state
 
     def state_dict(self) -> dict[str, Any]:
-        """Sampler position, saved in Lightning checkpoints."""
-        state = {"seed": self.seed}
+        """Sampler position, saved in Lightning checkpoints.
+
+        During a Lightning fit the position is that of the batches training has consumed:
+        the sampler itself runs ahead by the batches that DataLoader workers and Lightning
+        prefetch, which a resumed run would otherwise skip.
+        """
+        state: dict[str, Any] = {"seed": self.seed}
         if self.sampler is not None:
-            state["sampler"] = self.sampler.state_dict()
+            sampler_state = self.sampler.state_dict()
+            consumed = self._consumed_in_fit()
+            if consumed is not None:
+                epoch, batches = consumed
+                sampler_state["epoch"] = epoch
+                sampler_state["position"] = min(batches * self.batch_size, len(self.sampler))
+            state["sampler"] = sampler_state
         return state
+
+    def _consumed_in_fit(self) -> tuple[int, int] | None:
+        """(epoch, training batches consumed in it) while a Lightning fit runs, else None."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None or getattr(trainer.state, "fn", None) != "fit":
+            return None
+        try:
+            epochs = trainer.fit_loop.epoch_progress.current
+            batches = int(trainer.fit_loop.epoch_loop.batch_progress.current.ready)
+            done, started = int(epochs.processed), int(epochs.started)
+            per_epoch = trainer.num_training_batches
+        except AttributeError:  # another Lightning version: fall back on the sampler
+            return None
+        if done >= started:  # the epoch is over (its end hooks run): the next one starts
+            return done, 0
+        if batches >= per_epoch:  # its last batch (``limit_train_batches``) was consumed
+            return done + 1, 0
+        return done, batches
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("seed", self.seed) != self.seed:

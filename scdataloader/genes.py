@@ -186,7 +186,10 @@ def strip_version(ids: Iterable[str]) -> np.ndarray:
         Object array of str.
     """
     values = pd.Series(_as_names(ids), dtype=object)
-    return values.str.replace(_VERSIONED_RE, r"\1", regex=True).to_numpy(dtype=object)
+    dotted = values.str.contains(".", regex=False).to_numpy(dtype=bool)
+    if dotted.any():  # the regex only where a suffix can be
+        values[dotted] = values[dotted].str.replace(_VERSIONED_RE, r"\1", regex=True)
+    return values.to_numpy(dtype=object)
 
 
 def _id_positions(ids: np.ndarray, organism_id: str) -> np.ndarray:

@@ -60,6 +60,9 @@ def write_h5ad_atomic(adata: ad.AnnData, path: str | os.PathLike, **kwargs) -> P
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual permissions
     try:
         adata.write_h5ad(tmp, **kwargs)
         os.replace(tmp, path)

@@ -122,6 +122,7 @@ class WeightedSampler(torch.utils.data.Sampler[int]):
             raise ValueError("num_samples must be positive.")
         self.epoch = 0
         self._position = 0  # draws already yielded in this epoch (this rank)
+        self._restored = False  # a loaded position not yet iterated from
         self.groups = groups
         counts = np.bincount(groups)
         self.group_counts = counts
@@ -165,6 +166,7 @@ class WeightedSampler(torch.utils.data.Sampler[int]):
         return self._members[self._starts[group_of_draw] + offsets]
 
     def __iter__(self) -> Iterator[int]:
+        self._restored = False
         total = len(self)
         position = self._position
         while position < total:
@@ -198,9 +200,16 @@ class WeightedSampler(torch.utils.data.Sampler[int]):
     # ------------------------------------------------------------------ state
 
     def set_epoch(self, epoch: int) -> None:
-        """Start the stream of ``epoch`` from its beginning."""
-        self.epoch = int(epoch)
-        self._position = 0
+        """Start the stream of ``epoch`` from its beginning.
+
+        A position restored by :meth:`load_state_dict` for this same epoch is kept:
+        Lightning calls ``set_epoch`` at the start of the epoch a run resumes in.
+        """
+        keep = self._restored and int(epoch) == self.epoch
+        self._restored = False
+        if not keep:
+            self.epoch = int(epoch)
+            self._position = 0
 
     def state_dict(self) -> dict[str, Any]:
         """What is needed to resume at the next draw."""
@@ -230,3 +239,4 @@ class WeightedSampler(torch.utils.data.Sampler[int]):
         self.seed = int(state["seed"])
         self.epoch = int(state["epoch"])
         self._position = int(state["position"])
+        self._restored = True

@@ -148,3 +148,16 @@ def test_large_collection_is_fast():
     s = WeightedSampler(labels, num_samples=1_000_000)
     draws = s.draw()
     assert len(draws) == 1_000_000 and draws.max() < 2_000_000
+
+
+def test_restored_position_survives_set_epoch_of_the_same_epoch(retina_labels):
+    s = WeightedSampler(retina_labels, num_samples=1000, seed=2)
+    full = list(WeightedSampler(retina_labels, num_samples=1000, seed=2))
+    it = iter(s)
+    [next(it) for _ in range(300)]
+    resumed = WeightedSampler(retina_labels, num_samples=1000, seed=2)
+    resumed.load_state_dict(s.state_dict())
+    resumed.set_epoch(0)  # as Lightning does when the resumed epoch starts
+    assert list(resumed) == full[300:]
+    resumed.set_epoch(0)  # an explicit restart afterwards starts over
+    assert list(resumed) == full
