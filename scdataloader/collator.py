@@ -47,8 +47,12 @@ class Collator:
     gene_list
         Genes (ids of ``genes``) for ``mode="genes"``.
     measured
-        Boolean array (n_datasets, n_genes): which genes each dataset measured (e.g.
+        Boolean array (n_rows, n_genes): which genes each dataset measured (e.g.
         ``Collection.measured``). Default: every gene measured everywhere.
+    measured_index
+        Row of ``measured`` for each dataset, when datasets share rows (e.g.
+        ``Collection.measured_sets`` with ``Collection.gene_set_of_file``); default: the
+        dataset index itself.
     seed
         Seed of the gene draws; ``None`` draws from fresh entropy. Each worker process of
         a DataLoader gets its own stream (seeded from the torch worker seed).
@@ -69,6 +73,7 @@ class Collator:
         max_len: int = 2200,
         gene_list: Sequence[str] | None = None,
         measured: np.ndarray | None = None,
+        measured_index: np.ndarray | None = None,
         seed: int | None = 0,
     ):
         if mode not in ("random expr", "most expr", "all", "genes"):
@@ -100,6 +105,7 @@ class Collator:
                     f"measured must be (n_datasets, {len(self.genes)}), got {measured.shape}."
                 )
         self.measured = measured
+        self.measured_index = None if measured_index is None else np.asarray(measured_index)
         self.seed = seed
         self._rng: np.random.Generator | None = None
         self._rng_worker: int | None = None
@@ -123,6 +129,12 @@ class Collator:
                 self._rng = np.random.default_rng(self.seed)
             self._rng_worker = worker
         return self._rng
+
+    def _measured_of(self, dataset: int) -> np.ndarray | None:
+        if self.measured is None:
+            return None
+        row = dataset if self.measured_index is None else int(self.measured_index[dataset])
+        return self.measured[row]
 
     def _select(self, x: np.ndarray, measured: np.ndarray | None, rng) -> np.ndarray:
         """Gene positions for one cell in the random / most expressed modes."""
@@ -171,7 +183,7 @@ class Collator:
                 raise InputError(
                     f"Item has {cell.shape[0]} genes; the collator expects {len(self.genes)}."
                 )
-            measured = None if self.measured is None else self.measured[int(item["dataset"])]
+            measured = self._measured_of(int(item.get("dataset", 0)))
             if self.mode == "all":
                 sel = np.arange(len(self.genes))
             elif self.mode == "genes":

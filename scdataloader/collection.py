@@ -11,8 +11,10 @@ zeros and are flagged in :attr:`Collection.measured` so a collator can tell
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +25,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 import torch
+from tqdm.auto import tqdm
 
 from ._constants import UNKNOWN_CODE
 from .errors import FileFormatError, InputError, LabelError
@@ -127,7 +130,7 @@ def read_obs(path: str, keys: Sequence[str] | None = None) -> pd.DataFrame:
 
 @dataclass
 class FileInfo:
-    """One file of a collection: its layout and its map into the collection's genes."""
+    """One file of a collection: its size, layout and which gene list it has."""
 
     path: str
     n_obs: int
@@ -135,7 +138,17 @@ class FileInfo:
     layout: Literal["csr", "dense"]
     matrix: str  # "X" or "layers/NAME"
     organism: str | None
-    var_names: np.ndarray
+    genes_key: str  # hash of the file's gene names; files with equal lists share it
+
+
+def _check_gene_ids(path: str, var_names: np.ndarray) -> None:
+    sample = var_names[: min(len(var_names), 2000)].astype(str)
+    if np.char.startswith(sample, "ENS").mean() < 0.5:
+        raise InputError(
+            f"{path}: var_names are not Ensembl ids (e.g. {', '.join(sample[:3])}). "
+            "Run scdataloader.preprocess (or `scdataloader preprocess`) on the file "
+            "first: it maps symbols to Ensembl ids."
+        )
 
 
 def _matrix_layout(store, matrix: str, path: str) -> tuple[str, int, int]:
@@ -169,6 +182,11 @@ def _file_organism(store, var_names: np.ndarray) -> str | None:
     return guess.organism
 
 
+def _close(store: tuple) -> None:
+    if isinstance(store[0], h5py.File):
+        store[0].close()
+
+
 # --------------------------------------------------------------------------- collection
 
 
@@ -195,7 +213,9 @@ class Collection(torch.utils.data.Dataset):
     check_counts
         Check that each file holds raw counts (on a sample of 64 cells) when opened.
     cache_bytes
-        Bytes of decompressed HDF5 chunks cached per process, shared by all files.
+        Bytes of decompressed HDF5 chunks cached per process, over all open files.
+    max_open_files
+        Files kept open at once per process (least recently used ones are closed).
 
     Each item is a dict: ``x`` (float32, counts in the collection's gene space),
     ``depth`` (total counts of the whole cell, all its genes), ``labels`` (int64, one
@@ -214,9 +234,8 @@ class Collection(torch.utils.data.Dataset):
         hierarchies: dict | None = None,
         check_counts: bool = True,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
+        max_open_files: int = 64,
     ):
-        from .ontology import LabelHierarchy, build_hierarchy, is_unknown
-
         if isinstance(paths, str | os.PathLike):
             paths = [paths]
         if len(paths) == 0:
@@ -227,10 +246,13 @@ class Collection(torch.utils.data.Dataset):
         self.obs_keys = list(obs_keys)
         self.matrix = "X" if layer is None else f"layers/{layer}"
         self.cache_bytes = int(cache_bytes)
+        self.max_open_files = max(int(max_open_files), 1)
         self.files: list[FileInfo] = []
         self._indptr: list[np.ndarray | None] = []
-        obs_frames = []
-        for path in self.paths:
+        # Files often share one gene list: each distinct list is held and mapped once.
+        gene_lists: dict[str, np.ndarray] = {}
+        labels: list[dict[str, pd.Categorical]] = []
+        for path in tqdm(self.paths, desc="opening files", disable=len(self.paths) < 50):
             store = _open_store(path)
             try:
                 layout, n_obs, n_vars = _matrix_layout(store, self.matrix, path)
@@ -244,68 +266,42 @@ class Collection(torch.utils.data.Dataset):
                         f"{path}: var has {len(var_names)} genes but {self.matrix} has "
                         f"{n_vars} columns: the file is inconsistent."
                     )
+                key = hashlib.sha1("\n".join(var_names).encode()).hexdigest()
+                if key not in gene_lists:
+                    _check_gene_ids(path, var_names)
+                    gene_lists[key] = var_names
                 if layout == "csr":
-                    indptr = np.asarray(store[self.matrix]["indptr"][...], dtype=np.int64)
+                    indptr = np.asarray(store[self.matrix]["indptr"][...])
                     if len(indptr) != n_obs + 1:
                         raise FileFormatError(f"{path}: {self.matrix}/indptr has a wrong length.")
                     self._indptr.append(indptr)
                 else:
                     self._indptr.append(None)
-                info = FileInfo(
-                    path=path,
-                    n_obs=n_obs,
-                    n_vars=n_vars,
-                    layout=layout,
-                    matrix=self.matrix,
-                    organism=_file_organism(store, var_names),
-                    var_names=var_names,
-                )
+                organism = _file_organism(store, var_names)
             finally:
                 if isinstance(store, h5py.File):
                     store.close()
-            self.files.append(info)
-            obs_frames.append(read_obs(path, self.obs_keys))
-        self._check_gene_ids()
-        self.genes = self._gene_space(genes, join)
-        self._col_maps, self.measured = self._map_genes()
+            del var_names
+            self.files.append(FileInfo(path, n_obs, n_vars, layout, self.matrix, organism, key))
+            obs = read_obs(path, self.obs_keys)
+            labels.append({k: pd.Categorical(obs[k].astype(str)) for k in self.obs_keys})
         self.offsets = np.concatenate([[0], np.cumsum([f.n_obs for f in self.files])])
-        # Labels: one code per cell and key.
+        self.genes = self._gene_space(genes, join, gene_lists)
+        self._map_genes(gene_lists)
+        del gene_lists
         self.hierarchies = {}
-        codes = np.empty((len(self), len(self.obs_keys)), dtype=np.int64)
-        for j, key in enumerate(self.obs_keys):
-            values = pd.concat([f[key].astype(object) for f in obs_frames], ignore_index=True)
-            given = (hierarchies or {}).get(key)
-            if given is not None:
-                h = given
-            elif is_unknown(values).all():
-                logger.warning("obs column %r is unknown in every cell: no class to learn", key)
-                h = LabelHierarchy(key=key, leaves=())
-            else:
-                h = build_hierarchy(key, values)
-            self.hierarchies[key] = h
-            codes[:, j] = h.encode(values, unseen="unknown" if given is not None else "raise")
-        self.labels = codes
-        self._obs_index = [f.index.to_numpy() for f in obs_frames]
-        del obs_frames
-        self._stores: dict[int, object] = {}
+        self.labels = self._encode_labels(labels, hierarchies or {})
+        del labels
+        self._stores: OrderedDict[int, tuple] = OrderedDict()
         if check_counts:
             self._check_counts()
         self.close()  # no handle crosses into forked DataLoader workers
 
     # ----------------------------------------------------------------- set-up helpers
 
-    def _check_gene_ids(self) -> None:
-        for f in self.files:
-            sample = f.var_names[: min(len(f.var_names), 2000)]
-            n_ens = np.char.startswith(sample.astype(str), "ENS").mean()
-            if n_ens < 0.5:
-                raise InputError(
-                    f"{f.path}: var_names are not Ensembl ids (e.g. {', '.join(sample[:3])}). "
-                    "Run scdataloader.preprocess (or `scdataloader preprocess`) on the file "
-                    "first: it maps symbols to Ensembl ids."
-                )
-
-    def _gene_space(self, genes: Sequence[str] | None, join: str) -> np.ndarray:
+    def _gene_space(
+        self, genes: Sequence[str] | None, join: str, gene_lists: dict[str, np.ndarray]
+    ) -> np.ndarray:
         from .genes import load_genes, strip_version
 
         if genes is not None:
@@ -313,34 +309,69 @@ class Collection(torch.utils.data.Dataset):
             if len(out) == 0 or len(set(out)) != len(out):
                 raise InputError("genes must be a non-empty list of unique Ensembl ids.")
             return out
-        sets = [set(strip_version(f.var_names)) for f in self.files]
-        pool = set.union(*sets) if join == "outer" else set.intersection(*sets)
-        if not pool:
+        indexes = [pd.Index(strip_version(v)) for v in gene_lists.values()]
+        pool = indexes[0]
+        for other in indexes[1:]:
+            pool = pool.union(other) if join == "outer" else pool.intersection(other)
+        if len(pool) == 0:
             raise InputError("The files share no gene (join='inner'): use join='outer'.")
         ordered = []
         for organism in dict.fromkeys(f.organism for f in self.files if f.organism):
-            table = load_genes(organism)
-            ordered.extend(g for g in table.index if g in pool)
-        known = set(ordered)
-        unknown = sorted(pool - known)
-        if unknown:
+            table_ids = load_genes(organism).index
+            ordered.append(table_ids[table_ids.isin(pool)])
+        known = ordered[0].append(ordered[1:]) if ordered else pd.Index([])
+        unknown = pool.difference(known).sort_values()
+        if len(unknown):
             logger.info(
                 "%d genes of the files are not in the gene vocabulary (e.g. %s): kept at the end",
                 len(unknown),
                 ", ".join(unknown[:3]),
             )
-        return np.array(ordered + unknown, dtype=str)
+        return np.asarray(known.append(unknown), dtype=str)
 
-    def _map_genes(self) -> tuple[list[np.ndarray], np.ndarray]:
+    def _map_genes(self, gene_lists: dict[str, np.ndarray]) -> None:
+        """Column maps (file column -> collection gene, -1 outside) per distinct gene list."""
         from .genes import strip_version
 
         position = pd.Index(self.genes)
-        maps, measured = [], np.zeros((len(self.files), len(self.genes)), dtype=bool)
-        for k, f in enumerate(self.files):
-            cols = position.get_indexer(strip_version(f.var_names)).astype(np.int64)
-            maps.append(cols)
-            measured[k, cols[cols >= 0]] = True
-        return maps, measured
+        keys = list(gene_lists)
+        self._gene_sets = {k: i for i, k in enumerate(keys)}
+        self._set_maps = []
+        self.measured_sets = np.zeros((len(keys), len(self.genes)), dtype=bool)
+        for i, k in enumerate(keys):
+            cols = position.get_indexer(strip_version(gene_lists[k])).astype(np.int32)
+            self._set_maps.append(cols)
+            self.measured_sets[i, cols[cols >= 0]] = True
+        self.gene_set_of_file = np.array(
+            [self._gene_sets[f.genes_key] for f in self.files], dtype=np.int32
+        )
+
+    def _encode_labels(self, labels: list[dict], given: dict) -> np.ndarray:
+        from .ontology import LabelHierarchy, build_hierarchy, is_unknown
+
+        n_labels = {}
+        for key in self.obs_keys:
+            values = pd.Index(sorted({v for f in labels for v in f[key].categories}), dtype=object)
+            if key in given:
+                h = given[key]
+            elif len(values) == 0 or is_unknown(values).all():
+                logger.warning("obs column %r is unknown in every cell: no class to learn", key)
+                h = LabelHierarchy(key=key, leaves=())
+            else:
+                h = build_hierarchy(key, values)
+            self.hierarchies[key] = h
+            n_labels[key] = len(h.labels)
+        # The smallest integer type holding every code (-1 for unknown).
+        dtype = np.int16 if max(n_labels.values(), default=0) < 2**15 else np.int32
+        codes = np.empty((len(self), len(self.obs_keys)), dtype=dtype)
+        for k, file_labels in enumerate(labels):
+            rows = slice(self.offsets[k], self.offsets[k + 1])
+            for j, key in enumerate(self.obs_keys):
+                cat = file_labels[key]
+                unseen = "unknown" if key in given else "raise"
+                table = self.hierarchies[key].encode(cat.categories.to_numpy(), unseen=unseen)
+                codes[rows, j] = np.where(cat.codes >= 0, table[cat.codes], -1)
+        return codes
 
     def _check_counts(self) -> None:
         from .errors import CountsError
@@ -362,6 +393,8 @@ class Collection(torch.utils.data.Dataset):
             check = check_counts(sample)
             if check.kind not in ("counts", "empty"):
                 raise CountsError(f"{f.path}: {check.message}")
+            if k + 1 >= self.max_open_files:
+                self.close()
 
     # ----------------------------------------------------------------- reading
 
@@ -370,20 +403,27 @@ class Collection(torch.utils.data.Dataset):
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        state["_stores"] = {}  # file handles are opened again in each worker process
+        state["_stores"] = OrderedDict()  # handles are opened again in each worker process
         return state
 
-    def _store(self, k: int):
+    def _store(self, k: int) -> tuple:
         store = self._stores.get(k)
-        if store is None:
-            per_file = max(self.cache_bytes // max(len(self.files), 1), 2**20)
-            store = _open_store(self.files[k].path, cache_bytes=per_file)
-            m = store[self.matrix]
-            if self.files[k].layout == "csr":
-                store = (store, m["data"], m["indices"])
-            else:
-                store = (store, m, None)
-            self._stores[k] = store
+        if store is not None:
+            self._stores.move_to_end(k)
+            return store
+        if len(self._stores) >= self.max_open_files:
+            _, oldest = self._stores.popitem(last=False)
+            _close(oldest)
+        # h5py sizes the chunk cache per dataset: a CSR file has two (data, indices).
+        n_open = min(len(self.files), self.max_open_files)
+        per_dataset = self.cache_bytes // (2 * n_open)
+        handle = _open_store(self.files[k].path, cache_bytes=per_dataset)
+        m = handle[self.matrix]
+        if self.files[k].layout == "csr":
+            store = (handle, m["data"], m["indices"])
+        else:
+            store = (handle, m, None)
+        self._stores[k] = store
         return store
 
     def _read_row(self, k: int, row: int) -> tuple[np.ndarray, np.ndarray]:
@@ -410,14 +450,14 @@ class Collection(torch.utils.data.Dataset):
         index = int(index)
         k, row = self.locate(index)
         cols, values = self._read_row(k, row)
-        target = self._col_maps[k][cols]
+        target = self._set_maps[self.gene_set_of_file[k]][cols]
         inside = target >= 0
         x = np.zeros(len(self.genes), dtype=np.float32)
         x[target[inside]] = values[inside]
         return {
             "x": x,
             "depth": np.float32(values.sum()),
-            "labels": self.labels[index],
+            "labels": self.labels[index].astype(np.int64),
             "dataset": k,
             "index": index,
         }
@@ -430,12 +470,18 @@ class Collection(torch.utils.data.Dataset):
             out[i] = self[int(indices[i])]
         return out  # type: ignore[return-value]
 
+    def forget_handles(self) -> None:
+        """Drop file handles inherited from a parent process without closing them there.
+
+        Called in each DataLoader worker: handles must not be shared across a fork.
+        """
+        self._stores = OrderedDict()
+
     def close(self) -> None:
         """Close the open file handles (they are re-opened on the next read)."""
         for store in self._stores.values():
-            if isinstance(store[0], h5py.File):
-                store[0].close()
-        self._stores = {}
+            _close(store)
+        self._stores = OrderedDict()
 
     # ----------------------------------------------------------------- metadata
 
@@ -449,8 +495,18 @@ class Collection(torch.utils.data.Dataset):
         return np.repeat(np.arange(len(self.files)), [f.n_obs for f in self.files])
 
     @property
+    def measured(self) -> np.ndarray:
+        """Which genes each file measured: bool (n_files, n_genes).
+
+        Built on request; :attr:`measured_sets` and :attr:`gene_set_of_file` hold the
+        same information once per distinct gene list.
+        """
+        return self.measured_sets[self.gene_set_of_file]
+
+    @property
     def obs_names(self) -> np.ndarray:
-        return np.concatenate(self._obs_index)
+        """Cell names of all files (read from the files)."""
+        return np.concatenate([read_obs(f.path, []).index.to_numpy() for f in self.files])
 
     def label_values(self, key: str) -> np.ndarray:
         """Decoded labels of ``key`` for every cell (``None`` where unknown)."""

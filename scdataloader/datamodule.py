@@ -118,7 +118,8 @@ class DataModule(pl.LightningDataModule):
             mode=mode,
             max_len=max_len,
             gene_list=gene_list,
-            measured=collection.measured,
+            measured=collection.measured_sets,
+            measured_index=collection.gene_set_of_file,
             seed=seed,
         )
         self.eval_collator = Collator(
@@ -126,7 +127,8 @@ class DataModule(pl.LightningDataModule):
             mode=mode,
             max_len=max_len,
             gene_list=gene_list,
-            measured=collection.measured,
+            measured=collection.measured_sets,
+            measured_index=collection.gene_set_of_file,
             seed=seed + 1,
         )
         self.train_idx, self.val_idx, self.test_idx = self._split()
@@ -348,4 +350,4 @@ def _close_handles(worker_id: int) -> None:
     while isinstance(dataset, torch.utils.data.Subset):
         dataset = dataset.dataset
     if isinstance(dataset, Collection):
-        dataset._stores = {}
+        dataset.forget_handles()
