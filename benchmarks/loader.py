@@ -31,10 +31,11 @@ Reported per run: time to open the dataset, cells/s (median and best), RSS after
 imports, after opening and at the end, and the peak RSS (``ru_maxrss``).
 
 Read the figures with the chunk cache in mind: the retina file holds 2 x 12.5 MB of
-decompressed CSR data and indices, so with the Collection's default cache (64 MiB) the
-1x and 4x files stay decompressed in memory after the warm-up epoch, while 16x does not
-and measures gzip decompression on most reads (lamindb uses h5py's default 1 MiB cache
-per dataset, so it decompresses at every size). Other jobs on the machine change the
+decompressed CSR data and indices. The Collection's cache is one budget (64 MiB by
+default) split over the open files' two datasets each: at 1x the whole file stays
+decompressed after the warm-up epoch, at 4x each dataset gets 8 MiB (part of it), at 16x
+2 MiB, close to the 1 MiB h5py default lamindb uses per dataset, so most reads decompress
+a gzip chunk with both loaders. Other jobs on the machine change the
 figures: each record stores the load average.
 """
 
