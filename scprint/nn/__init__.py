@@ -4,7 +4,7 @@ Nothing here imports Lightning or AnnData; training lives in :mod:`scprint.train
 the AnnData-facing tasks in :mod:`scprint.tasks`.
 """
 
-# losses is imported below once present
+from . import losses
 from .config import PRESETS, ModelConfig
 from .model import ScPrint, flash_attn_available, sinusoidal_encoding
 

@@ -1,0 +1,5 @@
+"""Training: the Lightning module of scPRINT's multi-task pretraining."""
+
+from .module import ScPrintModule
+
+__all__ = ["ScPrintModule"]
