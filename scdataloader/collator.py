@@ -54,8 +54,9 @@ class Collator:
         ``Collection.measured_sets`` with ``Collection.gene_set_of_file``); default: the
         dataset index itself.
     seed
-        Seed of the gene draws; ``None`` draws from fresh entropy. Each worker process of
-        a DataLoader gets its own stream (seeded from the torch worker seed).
+        Seed of the gene draws. The draws of a batch are a function of the seed and the
+        batch's cells (their ``index``), so they do not depend on DataLoader workers,
+        prefetching or where a run was resumed. ``None``: fresh randomness at every call.
 
     Returns (on call)
     -----------------
@@ -107,8 +108,6 @@ class Collator:
         self.measured = measured
         self.measured_index = None if measured_index is None else np.asarray(measured_index)
         self.seed = seed
-        self._rng: np.random.Generator | None = None
-        self._rng_worker: int | None = None
 
     @property
     def length(self) -> int:
@@ -119,16 +118,11 @@ class Collator:
             return len(self.gene_positions)
         return self.max_len
 
-    def _generator(self) -> np.random.Generator:
-        info = torch.utils.data.get_worker_info()
-        worker = None if info is None else info.id
-        if self._rng is None or worker != self._rng_worker:
-            if info is not None:
-                self._rng = np.random.default_rng(info.seed % 2**63)
-            else:
-                self._rng = np.random.default_rng(self.seed)
-            self._rng_worker = worker
-        return self._rng
+    def _batch_generator(self, items: Sequence[dict]) -> np.random.Generator:
+        if self.seed is None:
+            return np.random.default_rng()
+        cells = [int(it.get("index", -1)) + 1 for it in items]  # SeedSequence wants >= 0
+        return np.random.default_rng([int(self.seed), len(cells), *cells])
 
     def _measured_of(self, dataset: int) -> np.ndarray | None:
         if self.measured is None:
@@ -170,7 +164,7 @@ class Collator:
     def __call__(self, items: Sequence[dict]) -> dict[str, torch.Tensor]:
         if len(items) == 0:
             raise InputError("Cannot collate an empty batch.")
-        rng = self._generator()
+        rng = self._batch_generator(items)
         B, L = len(items), self.length
         if self.mode == "random expr" or self.mode == "most expr":
             L = min(L, len(self.genes))

@@ -182,6 +182,16 @@ def _file_organism(store, var_names: np.ndarray) -> str | None:
     return guess.organism
 
 
+def _resolve_path(path: str | os.PathLike) -> str:
+    """A file path; ``registry:NAME`` names an embedded dataset (fetched when needed)."""
+    text = str(path)
+    if text.startswith("registry:"):
+        from .datasets import fetch
+
+        return str(fetch(text.removeprefix("registry:")))
+    return text
+
+
 def _close(store: tuple) -> None:
     if isinstance(store[0], h5py.File):
         store[0].close()
@@ -197,7 +207,8 @@ class Collection(torch.utils.data.Dataset):
     ----------
     paths
         The files. Their ``var_names`` must be Ensembl ids (run
-        :func:`scdataloader.preprocess` on files that use symbols).
+        :func:`scdataloader.preprocess` on files that use symbols). ``registry:NAME``
+        names an embedded dataset (e.g. ``registry:retina``), fetched on first use.
     obs_keys
         ``obs`` columns to load as labels; every file must have them.
     genes
@@ -242,7 +253,7 @@ class Collection(torch.utils.data.Dataset):
             raise InputError("A Collection needs at least one file.")
         if join not in ("outer", "inner"):
             raise InputError(f"join must be 'outer' or 'inner', not {join!r}.")
-        self.paths = [str(p) for p in paths]
+        self.paths = [_resolve_path(p) for p in paths]
         self.obs_keys = list(obs_keys)
         self.matrix = "X" if layer is None else f"layers/{layer}"
         self.cache_bytes = int(cache_bytes)

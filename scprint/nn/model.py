@@ -211,6 +211,7 @@ class ScPrint(nn.Module):
         if gene_embeddings is not None:
             with torch.no_grad():
                 self.gene_emb.weight.copy_(gene_embeddings.float())
+        if cfg.gene_embedding_dim:  # a pretrained table (given now or loaded later)
             self.gene_emb.weight.requires_grad_(not cfg.freeze_gene_embeddings)
         self.gene_proj = nn.Linear(width, d, bias=False) if width != d else nn.Identity()
         if gene_locations is None:

@@ -72,7 +72,7 @@ class ScPrintModule(pl.LightningModule):
         refer to it.
     hierarchies
         Label hierarchy per label column (e.g. ``DataModule.hierarchies``); every column
-        with at least one leaf gets a placeholder token and a classifier.
+        with at least two leaf labels gets a placeholder token and a classifier.
     label_keys
         Order of the columns of ``batch["labels"]``; default the keys of ``hierarchies``.
     preset
@@ -86,6 +86,9 @@ class ScPrintModule(pl.LightningModule):
     gene_embeddings
         Parquet file of pretrained gene embeddings indexed by Ensembl id (see
         ``scprint gene-embeddings``); a learned table when None.
+    gene_embedding_dim
+        Width of the pretrained table when it is filled from a checkpoint instead of a
+        file (set automatically from ``gene_embeddings``).
     freeze_gene_embeddings
         Keep pretrained embeddings fixed.
     denoise, classify, bottleneck, contrastive
@@ -111,6 +114,7 @@ class ScPrintModule(pl.LightningModule):
         drop_path_rate: float = 0.02,
         attention: str = "auto",
         gene_embeddings: str | None = None,
+        gene_embedding_dim: int = 0,
         freeze_gene_embeddings: bool = True,
         denoise: bool = True,
         classify: bool = True,
@@ -132,7 +136,11 @@ class ScPrintModule(pl.LightningModule):
         genes = [str(g) for g in genes]
         hierarchies = {k: hierarchy_from_any(v) for k, v in (hierarchies or {}).items()}
         self.label_keys = list(label_keys) if label_keys is not None else list(hierarchies)
-        self.hierarchies = {k: h for k, h in hierarchies.items() if h.n_leaves > 0}
+        # a class with a single leaf label has nothing to learn: no token, no head
+        self.hierarchies = {k: h for k, h in hierarchies.items() if h.n_leaves > 1}
+        skipped = sorted(set(hierarchies) - set(self.hierarchies))
+        if skipped:
+            logger.info("No classifier for %s: fewer than two labels in the data", skipped)
         self.genes = genes
         # Plain values only in hparams, so checkpoints load without our classes.
         self.save_hyperparameters(ignore=["genes", "hierarchies", "label_keys"])
@@ -162,6 +170,9 @@ class ScPrintModule(pl.LightningModule):
         table = None
         if gene_embeddings is not None:
             table = _load_embedding_table(gene_embeddings, genes)
+            gene_embedding_dim = int(table.shape[1])
+            self.hparams["gene_embedding_dim"] = gene_embedding_dim
+        cfg.gene_embedding_dim = gene_embedding_dim
         self.model = ScPrint(cfg, gene_embeddings=table, gene_locations=_gene_locations(genes))
         for key, h in self.hierarchies.items():
             leaf = torch.from_numpy(h.leaf_matrix()) if h.coarse else torch.zeros(0, h.n_leaves)
@@ -232,6 +243,28 @@ class ScPrintModule(pl.LightningModule):
         for name, value in losses.items():
             self.log(f"val/{name}", value, batch_size=bs, sync_dist=True)
         return loss
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # random state too, so that a resumed run draws the same noise as an
+        # uninterrupted one (Lightning restores model, optimizer, schedulers and step)
+        checkpoint["rng_state"] = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            checkpoint["rng_state"]["cuda"] = torch.cuda.get_rng_state_all()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # restored right before the next training step: creating the DataLoader iterator
+        # in between draws from the torch generator, which the uninterrupted run did not
+        self._rng_to_restore = checkpoint.get("rng_state")
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        state = getattr(self, "_rng_to_restore", None)
+        if state is not None:
+            torch.set_rng_state(state["torch"])
+            if "cuda" in state and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(state["cuda"])
+            self._rng_to_restore = None
 
     # ------------------------------------------------------------------ optimisation
 

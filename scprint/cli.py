@@ -1,0 +1,53 @@
+"""The ``scprint`` command.
+
+``scprint fit|validate|test --config configs/debug.yaml``
+    Lightning's CLI over :class:`scprint.train.ScPrintModule` and
+    :class:`scdataloader.DataModule`; the data module's genes, label hierarchies and
+    label order are linked into the model.
+``scprint gene-embeddings --fasta F --out OUT.parquet``
+    ESM2 gene embeddings (see :mod:`scprint.gene_embeddings`).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main"]
+
+
+def _cli_class():
+    from lightning.pytorch.cli import LightningCLI
+
+    class ScPrintCLI(LightningCLI):
+        """LightningCLI linking the data module's vocabulary and labels into the model."""
+
+        def add_arguments_to_parser(self, parser) -> None:
+            for field in ("genes", "hierarchies", "label_keys"):
+                parser.link_arguments(f"data.{field}", f"model.{field}", apply_on="instantiate")
+
+    return ScPrintCLI
+
+
+def __getattr__(name: str):
+    if name == "ScPrintCLI":
+        return _cli_class()
+    raise AttributeError(name)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "gene-embeddings":
+        from .gene_embeddings import main as gene_embeddings_main
+
+        gene_embeddings_main(argv[1:])
+        return
+    from scdataloader import DataModule
+
+    from .train import ScPrintModule
+
+    _cli_class()(ScPrintModule, DataModule, args=argv, save_config_kwargs={"overwrite": True})
+
+
+if __name__ == "__main__":
+    main()
