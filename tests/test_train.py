@@ -1,0 +1,146 @@
+"""Pretraining: configs, a real debug fit, checkpoints, exact resume."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pytest
+import torch
+
+import scprint
+from scdataloader import DataModule
+from scprint.checkpoint import CheckpointError
+from scprint.train import ScPrintModule
+
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+KEYS = ["cell_type_ontology_term_id", "disease_ontology_term_id", "sex_ontology_term_id"]
+
+
+def _data(retina_path, n_batches=8, **kwargs) -> DataModule:
+    return DataModule(
+        [retina_path], label_keys=KEYS, batch_size=16, max_len=192, val_size=0.1,
+        train_samples=16 * n_batches, seed=3, **kwargs,
+    )  # fmt: skip
+
+
+def _module(dm, **kwargs) -> ScPrintModule:
+    pl.seed_everything(0, verbose=False)
+    return ScPrintModule(
+        dm.genes, dm.hierarchies, dm.label_keys, preset="debug", lr=2e-3, warmup_steps=5,
+        **kwargs,
+    )  # fmt: skip
+
+
+def _trainer(**kwargs) -> pl.Trainer:
+    defaults = dict(
+        accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+        use_distributed_sampler=False, limit_val_batches=2, enable_checkpointing=False,
+    )  # fmt: skip
+    return pl.Trainer(**{**defaults, **kwargs})
+
+
+class Recorder(pl.Callback):
+    """Per-step losses and the cells of each batch."""
+
+    def __init__(self):
+        self.steps = []
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        self.steps.append((trainer.global_step, float(outputs["loss"]), batch["index"].tolist()))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_every_config_parses(path):
+    from scprint.cli import _cli_class
+
+    class ParseOnly(_cli_class()):
+        def instantiate_classes(self):  # parse and type-check, build nothing
+            pass
+
+    cli = ParseOnly(ScPrintModule, DataModule, args=["--config", str(path)], run=False)
+    assert cli.config["model"]["preset"] in ("debug", "small", "medium", "large")
+    assert cli.config["data"]["label_keys"]
+
+
+def test_debug_fit_decreases_every_loss(retina_path):
+    dm = _data(retina_path, n_batches=10)
+    module = _module(dm)
+    assert set(module.hierarchies) == {"cell_type_ontology_term_id"}  # one-label classes
+    seen = {}
+
+    class Losses(pl.Callback):
+        def on_train_batch_end(self, trainer, m, outputs, batch, batch_idx):
+            for name, value in m.compute_losses(batch).items():
+                seen.setdefault(name, {}).setdefault(trainer.current_epoch, []).append(
+                    float(value)
+                )
+
+    _trainer(max_epochs=4, callbacks=[Losses()]).fit(module, datamodule=dm)
+    assert set(seen) == {"denoise", "class_cell_type_ontology_term_id", "bottleneck",
+                         "contrastive"}  # fmt: skip
+    for name, per_epoch in seen.items():
+        first, last = (sum(v) / len(v) for v in (per_epoch[0], per_epoch[3]))
+        assert last < first, (name, first, last)
+
+
+def test_checkpoint_round_trip_and_errors(retina_path, tmp_path):
+    dm = _data(retina_path, n_batches=2)
+    module = _module(dm)
+    trainer = _trainer(max_epochs=1)
+    trainer.fit(module, datamodule=dm)
+    path = tmp_path / "model.ckpt"
+    trainer.save_checkpoint(path)
+    loaded = scprint.load(path)
+    assert loaded.genes == list(dm.genes)
+    assert loaded.config == module.config
+    assert set(loaded.hierarchies) == set(module.hierarchies)
+    batch = next(iter(dm.val_dataloader()))
+    module.eval()
+    with torch.no_grad():
+        a = module(batch["genes"], batch["x"], batch["depth"])
+        b = loaded(batch["genes"], batch["x"], batch["depth"])
+    for key in ("mu", "theta", "pi_logits", "cell_embs"):
+        assert torch.equal(a[key], b[key])
+    assert scprint.load(tmp_path).genes == loaded.genes  # a folder holding one checkpoint
+
+    corrupt = tmp_path / "corrupt.ckpt"
+    corrupt.write_bytes(path.read_bytes()[: path.stat().st_size // 3])
+    with pytest.raises(CheckpointError, match="corrupt"):
+        scprint.load(corrupt)
+    ckpt = torch.load(path, weights_only=False)
+    ckpt["state_dict"]["model.expr_dec.net.0.weight"] = torch.zeros(3, 3)
+    torch.save(ckpt, tmp_path / "edited.ckpt")
+    with pytest.raises(CheckpointError, match="wrong shapes.*expr_dec"):
+        scprint.load(tmp_path / "edited.ckpt")
+    del ckpt["hyper_parameters"]["genes"]
+    torch.save(ckpt, tmp_path / "other.ckpt")
+    with pytest.raises(CheckpointError, match="not an scPRINT checkpoint"):
+        scprint.load(tmp_path / "other.ckpt")
+    with pytest.raises(CheckpointError, match="no such file"):
+        scprint.load(tmp_path / "missing.ckpt")
+
+
+def test_resume_continues_at_the_same_step_with_the_same_batches(retina_path, tmp_path):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    dm = _data(retina_path, n_batches=6)
+    record = Recorder()
+    saver = ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=4, save_top_k=-1,
+                            filename="{step}")  # fmt: skip
+    _trainer(max_epochs=2, callbacks=[record, saver], enable_checkpointing=True).fit(
+        _module(dm), datamodule=dm
+    )
+    assert [s for s, _, _ in record.steps] == list(range(1, 13))
+    # resume mid-epoch 1 (after 8 of 12 steps) in fresh objects
+    dm2 = _data(retina_path, n_batches=6)
+    resumed = Recorder()
+    _trainer(max_epochs=2, callbacks=[resumed]).fit(
+        _module(dm2), datamodule=dm2, ckpt_path=tmp_path / "step=8.ckpt"
+    )
+    assert [s for s, _, _ in resumed.steps] == [9, 10, 11, 12]
+    for (s1, loss1, cells1), (s2, loss2, cells2) in zip(
+        record.steps[8:], resumed.steps, strict=True
+    ):
+        assert cells1 == cells2, s1
+        assert abs(loss1 - loss2) < 1e-5 * max(1.0, abs(loss1)), (s1, loss1, loss2)
