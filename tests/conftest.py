@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-import pytest
+# One thread per test process: pytest-xdist runs one worker per core, and OpenMP threads
+# spinning against each other make small torch ops orders of magnitude slower.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 RETINA = DATA / "retina_1k.h5ad"

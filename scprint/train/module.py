@@ -227,6 +227,7 @@ class ScPrintModule(pl.LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         losses = self.compute_losses(batch)
         loss = sum(losses.values())
+        self.last_losses = {name: float(value.detach()) for name, value in losses.items()}
         bs = batch["x"].shape[0]
         self.log("train_loss", loss, prog_bar=True, batch_size=bs)
         for name, value in losses.items():
