@@ -185,3 +185,24 @@ def test_presets_and_validation():
     assert ModelConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError, match="Unknown model config"):
         ModelConfig.from_dict({**cfg.to_dict(), "nope": 1})
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_flash_attention_matches_sdpa_on_gpu():
+    from scprint.nn.model import flash_attn_available
+
+    if not flash_attn_available():
+        pytest.skip("flash-attn is not installed (extra 'flash')")
+    m = _model().cuda().to(torch.bfloat16)
+    genes, x, depth = (t.cuda() for t in _batch(B=4, L=256))
+    with torch.no_grad():
+        outs = {}
+        for backend in ("flash", "sdpa"):
+            for block in m.blocks:
+                block.attn.backend = backend
+            outs[backend] = m(genes, x, depth, qk_layers=[-1])
+    assert (outs["flash"]["cell_embs"] - outs["sdpa"]["cell_embs"]).abs().max() < 3e-2
+    qf, kf = outs["flash"]["qk"][1]
+    qs, ks = outs["sdpa"]["qk"][1]
+    assert torch.equal(qf, qs) and torch.equal(kf, ks)

@@ -26,10 +26,8 @@ def _data(retina_path, n_batches=8, **kwargs) -> DataModule:
 
 def _module(dm, **kwargs) -> ScPrintModule:
     pl.seed_everything(0, verbose=False)
-    return ScPrintModule(
-        dm.genes, dm.hierarchies, dm.label_keys, preset="debug", lr=2e-3, warmup_steps=5,
-        **kwargs,
-    )  # fmt: skip
+    options = {"preset": "debug", "lr": 2e-3, "warmup_steps": 5, **kwargs}
+    return ScPrintModule(dm.genes, dm.hierarchies, dm.label_keys, **options)
 
 
 def _trainer(**kwargs) -> pl.Trainer:
@@ -140,5 +138,67 @@ def test_resume_continues_at_the_same_step_with_the_same_batches(retina_path, tm
     for (s1, loss1, cells1), (s2, loss2, cells2) in zip(
         record.steps[8:], resumed.steps, strict=True
     ):
-        assert cells1 == cells2, s1
+        assert s1 == s2 and cells1 == cells2, s1
         assert abs(loss1 - loss2) < 1e-5 * max(1.0, abs(loss1)), (s1, loss1, loss2)
+
+
+def test_pretrained_gene_embeddings_from_parquet(retina_path, tmp_path):
+    import numpy as np
+    import pandas as pd
+
+    dm = _data(retina_path, n_batches=2)
+    rng = np.random.default_rng(0)
+    known = list(dm.genes[: len(dm.genes) // 2])  # half the genes have an embedding
+    table = pd.DataFrame(rng.normal(size=(len(known), 24)).astype(np.float32), index=known)
+    table.columns = table.columns.astype(str)
+    table.to_parquet(tmp_path / "emb.parquet")
+    module = _module(dm, gene_embeddings=str(tmp_path / "emb.parquet"))
+    weight = module.model.gene_emb.weight
+    assert weight.shape == (len(dm.genes), 24) and not weight.requires_grad
+    np.testing.assert_allclose(weight[:3].detach().numpy(), table.to_numpy()[:3])
+    trainer = _trainer(max_epochs=1, precision="bf16-mixed")
+    trainer.fit(module, datamodule=dm)
+    assert torch.isfinite(torch.tensor(module.last_losses["denoise"]))
+    trainer.save_checkpoint(tmp_path / "emb.ckpt")
+    (tmp_path / "emb.parquet").unlink()  # the checkpoint alone suffices
+    loaded = scprint.load(tmp_path / "emb.ckpt")
+    assert torch.equal(loaded.model.gene_emb.weight, weight)
+    assert not loaded.model.gene_emb.weight.requires_grad
+    with pytest.raises(ValueError, match="none of the"):
+        pd.DataFrame(rng.normal(size=(2, 4)), index=["x", "y"]).rename(columns=str).to_parquet(
+            tmp_path / "bad.parquet"
+        )
+        _module(dm, gene_embeddings=str(tmp_path / "bad.parquet"))
+
+
+def test_swa_and_plateau_schedule_together(retina_path):
+    from lightning.pytorch.callbacks import StochasticWeightAveraging
+
+    dm = _data(retina_path, n_batches=3)
+    module = _module(dm, warmup_steps=2)
+    swa = StochasticWeightAveraging(swa_lrs=0.03, swa_epoch_start=2)
+    _trainer(max_epochs=3, callbacks=[swa], gradient_clip_val=100).fit(module, datamodule=dm)
+    assert module.trainer.global_step == 9
+    assert all(torch.isfinite(p).all() for p in module.parameters())
+
+
+def test_warmup_then_base_learning_rate(retina_path):
+    dm = _data(retina_path, n_batches=4)
+    module = _module(dm, warmup_steps=4, lr=1e-3)
+    rates = []
+
+    class Rates(pl.Callback):
+        def on_train_batch_end(self, trainer, m, outputs, batch, batch_idx):
+            rates.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    _trainer(max_epochs=2, callbacks=[Rates()]).fit(module, datamodule=dm)
+    assert rates[:4] == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3])
+    assert rates[4:] == pytest.approx([1e-3] * 4)
+
+
+def test_hub_ids_fail_clearly_offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(CheckpointError, match="Hugging Face hub.*local path"):
+        scprint.load("someone/scprint-medium")
+    with pytest.raises(CheckpointError, match="no such file"):
+        scprint.load("not/a/hub/id.ckpt")
