@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import anndata as ad
 
 from .errors import FileFormatError
 
-__all__ = ["read_anndata", "write_h5ad_atomic"]
+__all__ = ["atomic_path", "read_anndata", "write_h5ad_atomic"]
 
 
 def read_anndata(path: str | os.PathLike, *, backed: bool = False) -> ad.AnnData:
@@ -50,11 +52,13 @@ def read_anndata(path: str | os.PathLike, *, backed: bool = False) -> ad.AnnData
         ) from e
 
 
-def write_h5ad_atomic(adata: ad.AnnData, path: str | os.PathLike, **kwargs) -> Path:
-    """Write ``adata`` to ``path`` via a temporary file in the same folder and a rename.
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary path next to ``path`` that replaces ``path`` when the block succeeds.
 
     A reader never sees a half-written file, and an existing file is only replaced once
-    the new one is complete. Keyword arguments go to :meth:`anndata.AnnData.write_h5ad`.
+    the new one is complete; on error the temporary file is removed. The folder of
+    ``path`` is created when missing.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -64,9 +68,18 @@ def write_h5ad_atomic(adata: ad.AnnData, path: str | os.PathLike, **kwargs) -> P
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual permissions
     try:
-        adata.write_h5ad(tmp, **kwargs)
+        yield Path(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
+
+
+def write_h5ad_atomic(adata: ad.AnnData, path: str | os.PathLike, **kwargs) -> Path:
+    """Write ``adata`` to ``path`` atomically (see :func:`atomic_path`).
+
+    Keyword arguments go to :meth:`anndata.AnnData.write_h5ad`.
+    """
+    with atomic_path(path) as tmp:
+        adata.write_h5ad(tmp, **kwargs)
+    return Path(path)

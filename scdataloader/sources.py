@@ -30,6 +30,7 @@ import numpy as np
 
 from ._constants import ORGANISM_ALIASES
 from .errors import InputError
+from .io import write_h5ad_atomic
 
 if TYPE_CHECKING:
     import anndata as ad
@@ -387,17 +388,6 @@ def census_to_anndata(
     return _as_loader_anndata(adata, taxon, census_version)
 
 
-def _write_atomic(adata: ad.AnnData, path: Path, compression: str | None) -> None:
-    """Write an h5ad file under a temporary name, then rename it into place."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        adata.write_h5ad(tmp, compression=compression)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def write_census_files(
     out_dir: str | os.PathLike,
     *,
@@ -501,7 +491,7 @@ def write_census_files(
             )
             adata = _as_loader_anndata(adata, taxon, census_version)
             adata.uns["census_obs_value_filter"] = obs_value_filter
-            _write_atomic(adata, path, compression)
+            write_h5ad_atomic(adata, path, compression=compression)
             logger.info("wrote %s (%d cells)", path.name, adata.n_obs)
             written.append(path)
             del adata

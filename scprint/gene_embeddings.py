@@ -27,7 +27,6 @@ import logging
 import os
 import re
 import sys
-import tempfile
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -605,24 +604,16 @@ def write_gene_embeddings(table: pd.DataFrame, path: str | os.PathLike) -> Path:
     pathlib.Path
         ``path``.
     """
+    from scdataloader.io import atomic_path
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     frame = table.copy()
     frame.attrs = {k: v for k, v in table.attrs.items() if k != "missing"}
     frame.columns = [str(c) for c in frame.columns]
     frame.index = frame.index.astype(str)
     frame.index.name = "ensembl_id"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual permissions
-    try:
+    with atomic_path(path) as tmp:
         frame.to_parquet(tmp, engine="pyarrow")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 
