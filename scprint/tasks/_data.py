@@ -1,0 +1,221 @@
+"""From a user's AnnData to batches of the model: gene mapping, counts, iteration.
+
+Genes of the data are mapped to the model's vocabulary (symbols or Ensembl ids, human
+or mouse); genes the model does not know are reported and ignored, and the model's
+genes missing from the data are *unmeasured*: never used as padding, unlike measured
+genes with a zero count.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import anndata as ad
+import numpy as np
+import scipy.sparse as sp
+import torch
+from tqdm.auto import tqdm
+
+from scdataloader.collator import Collator
+from scdataloader.errors import GeneMappingError, InputError, OrganismMismatchError
+
+__all__ = ["CellSource", "iterate", "prepare", "resolve_model", "model_organisms"]
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_model(model):
+    """A loaded model (:class:`scprint.train.ScPrintModule`) from itself or a checkpoint."""
+    from ..train import ScPrintModule
+
+    if isinstance(model, ScPrintModule):
+        return model
+    if isinstance(model, str | os.PathLike):
+        from ..checkpoint import load
+
+        return load(model)
+    raise TypeError(
+        f"model must be a loaded scPRINT model or a checkpoint path, not {type(model).__name__}."
+    )
+
+
+def model_organisms(genes: Sequence[str]) -> list[str]:
+    """NCBITaxon ids of the organisms whose genes a vocabulary holds."""
+    from scdataloader._constants import HUMAN, MOUSE
+
+    names = np.asarray(genes).astype(str)
+    out = []
+    if np.char.startswith(names, "ENSMUSG").any():
+        out.append(MOUSE)
+    if (np.char.startswith(names, "ENSG")).any():
+        out.append(HUMAN)
+    return out
+
+
+@dataclass
+class CellSource(torch.utils.data.Dataset):
+    """The cells of an AnnData in the model's gene space (items for the Collator).
+
+    Attributes
+    ----------
+    counts
+        Cells x data genes, CSR float32 raw counts.
+    model_index
+        For each data gene, its index in the model vocabulary, -1 when unknown.
+    n_model_genes
+        Size of the model vocabulary.
+    measured
+        Which model genes the data measured, bool (1, n_model_genes).
+    organism
+        NCBITaxon id of the data.
+    """
+
+    counts: sp.csr_matrix
+    model_index: np.ndarray
+    n_model_genes: int
+    measured: np.ndarray
+    organism: str
+
+    def __len__(self) -> int:
+        return self.counts.shape[0]
+
+    def __getitem__(self, i: int) -> dict:
+        start, end = self.counts.indptr[i], self.counts.indptr[i + 1]
+        cols, values = self.counts.indices[start:end], self.counts.data[start:end]
+        target = self.model_index[cols]
+        inside = target >= 0
+        x = np.zeros(self.n_model_genes, dtype=np.float32)
+        x[target[inside]] = values[inside]
+        return {"x": x, "depth": np.float32(values.sum()), "dataset": 0, "index": int(i)}
+
+
+def prepare(
+    adata: ad.AnnData,
+    model,
+    *,
+    gene_key: str | None = None,
+    layer: str | None = None,
+    organism: str | None = None,
+    recover_counts: bool = False,
+) -> CellSource:
+    """Check an AnnData against a model and map it into the model's gene space.
+
+    Parameters
+    ----------
+    adata
+        Cells x genes with raw counts (read, never modified).
+    model
+        A loaded model (``scprint.load``) or a checkpoint path.
+    gene_key
+        Column of ``adata.var`` with gene symbols or Ensembl ids; default ``var_names``.
+    layer
+        Layer with the raw counts; default ``X``.
+    organism
+        ``"human"`` or ``"mouse"``; default: detected from the genes.
+    recover_counts
+        Recover exact counts from log-normalised input when possible.
+
+    Raises
+    ------
+    CountsError
+        The matrix does not hold raw counts.
+    GeneMappingError, OrganismMismatchError
+        Genes that do not map, or map to an organism the model does not know.
+    InputError
+        An empty AnnData, or no gene shared with the model.
+    """
+    from scdataloader.genes import map_genes
+    from scdataloader.preprocess import _gene_names, _source_matrix, validate_counts
+
+    module = resolve_model(model)
+    if adata.n_obs == 0 or adata.n_vars == 0:
+        raise InputError(f"The AnnData is empty ({adata.n_obs} cells x {adata.n_vars} genes).")
+    X, where = _source_matrix(adata, layer)
+    X = validate_counts(X, recover=recover_counts, where=where)
+    counts = sp.csr_matrix(X, dtype=np.float32)  # never written to
+    names = _gene_names(adata, gene_key)
+    known = model_organisms(module.genes)
+    mapping = map_genes(names.to_numpy(), organism)
+    if mapping.organism not in known:
+        from scdataloader._constants import ORGANISMS
+
+        raise OrganismMismatchError(
+            f"The data's genes are {ORGANISMS.get(mapping.organism, mapping.organism)} genes "
+            f"but the model knows only {', '.join(ORGANISMS.get(o, o) for o in known)} genes: "
+            "use a model trained on this organism."
+        )
+    position = {g: i for i, g in enumerate(module.genes)}
+    index = np.array(
+        [position.get(g, -1) if g is not None else -1 for g in mapping.ids], dtype=np.int64
+    )
+    # a model gene mapped from two data columns is taken from the first one
+    seen = set()
+    for j, g in enumerate(index):
+        if g >= 0:
+            if g in seen:
+                index[j] = -1
+            seen.add(g)
+    n_in = int((index >= 0).sum())
+    if n_in == 0:
+        raise GeneMappingError(
+            "None of the data's genes is in the model's vocabulary "
+            f"({len(module.genes):,} genes, e.g. {', '.join(module.genes[:3])})."
+        )
+    n_unknown = mapping.n_mapped - n_in
+    if n_unknown or len(mapping.unmapped):
+        logger.warning(
+            "%d of %d genes are used by the model; %d are not in its vocabulary and %d did "
+            "not map to Ensembl ids (ignored)",
+            n_in,
+            len(index),
+            max(n_unknown, 0),
+            len(mapping.unmapped),
+        )
+    measured = np.zeros((1, len(module.genes)), dtype=bool)
+    measured[0, index[index >= 0]] = True
+    return CellSource(counts, index, len(module.genes), measured, mapping.organism)
+
+
+def iterate(
+    source: CellSource,
+    module,
+    *,
+    batch_size: int = 32,
+    max_len: int = 2200,
+    mode: str = "most expr",
+    cells: np.ndarray | None = None,
+    depth: np.ndarray | None = None,
+    qk_layers: Sequence[int] | None = None,
+    desc: str = "scPRINT",
+    progress: bool = True,
+) -> Iterator[tuple[dict, dict]]:
+    """Run the model over cells in batches: yields (batch, model outputs), in order.
+
+    Genes per cell: the expressed genes first (the most expressed when there are more
+    than ``max_len``), then measured genes with a zero count (``mode="most expr"``).
+    ``depth`` overrides each cell's depth token (e.g. to denoise at another depth).
+    """
+    collator = Collator(
+        np.arange(source.n_model_genes).astype(str),
+        mode=mode,  # type: ignore[arg-type]
+        max_len=max_len,
+        measured=source.measured,
+        seed=0,
+    )
+    cells = np.arange(len(source)) if cells is None else np.asarray(cells)
+    device = module.device
+    module.eval()
+    with torch.no_grad():
+        for start in tqdm(
+            range(0, len(cells), batch_size), desc=desc, disable=not progress, unit="batch"
+        ):
+            chunk = cells[start : start + batch_size]
+            batch = collator([source[int(i)] for i in chunk])
+            if depth is not None:
+                batch["depth"] = torch.as_tensor(depth[chunk], dtype=torch.float32)
+            on = {k: v.to(device) for k, v in batch.items()}
+            out = module.model(on["genes"], on["x"], on["depth"], qk_layers=qk_layers)
+            yield batch, out

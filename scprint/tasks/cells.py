@@ -1,0 +1,177 @@
+"""Zero-shot cell-level tasks on AnnData: embeddings and denoised counts."""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from ._data import iterate, prepare, resolve_model
+
+__all__ = ["embed", "denoise"]
+
+
+def embed(
+    adata: ad.AnnData,
+    model,
+    *,
+    key_added: str = "X_scprint",
+    class_embeddings: bool = True,
+    logits: bool = False,
+    max_len: int = 2200,
+    batch_size: int = 32,
+    gene_key: str | None = None,
+    layer: str | None = None,
+    organism: str | None = None,
+    progress: bool = True,
+    copy: bool = False,
+) -> ad.AnnData | None:
+    """Cell embeddings from a pretrained scPRINT model, zero shot.
+
+    Parameters
+    ----------
+    adata
+        Cells x genes with raw counts; gene symbols or Ensembl ids, human or mouse.
+    model
+        A loaded model (``scprint.load``) or a checkpoint path.
+    key_added
+        Prefix of the ``obsm`` keys written.
+    class_embeddings
+        Also write the embedding of each class token (cell type, disease...).
+    logits
+        Also write each classifier's logits, which work well as embeddings.
+    max_len
+        Genes per cell: the expressed ones first (the most expressed beyond ``max_len``).
+    batch_size
+        Cells per forward pass.
+    gene_key, layer, organism
+        Where the gene names and counts are, and the organism (default: detected).
+    progress
+        Show a progress bar.
+    copy
+        Return a new AnnData instead of writing into ``adata``.
+
+    Returns
+    -------
+    ``None`` (or a copy with ``copy=True``), with these ``obsm`` entries:
+    ``{key_added}`` the default cell embedding (n_cells, d);
+    ``{key_added}_{class}`` each class embedding, with ``class_embeddings``;
+    ``{key_added}_{class}_logits`` each classifier's logits, with ``logits``.
+    """
+    module = resolve_model(model)
+    source = prepare(adata, module, gene_key=gene_key, layer=layer, organism=organism)
+    classes = list(module.hierarchies)
+    parts: dict[str, list[np.ndarray]] = {key_added: []}
+    for _, out in iterate(
+        source, module, batch_size=batch_size, max_len=max_len, desc="embed", progress=progress
+    ):
+        embs = out["cell_embs"].float().cpu().numpy()  # (B, 1 + K, d)
+        parts[key_added].append(embs[:, 0])
+        for j, name in enumerate(classes):
+            if class_embeddings:
+                parts.setdefault(f"{key_added}_{name}", []).append(embs[:, 1 + j])
+            if logits:
+                parts.setdefault(f"{key_added}_{name}_logits", []).append(
+                    out["class_logits"][name].float().cpu().numpy()
+                )
+    target = adata.copy() if copy else adata
+    for key, chunks in parts.items():
+        target.obsm[key] = np.concatenate(chunks).astype(np.float32)
+    return target if copy else None
+
+
+def _expected_counts(out: dict, decoder: str) -> torch.Tensor:
+    if decoder == "zinb":
+        return (1 - torch.sigmoid(out["pi_logits"])) * out["mu"]
+    if decoder == "nb":
+        return out["mu"]
+    return torch.clamp(torch.exp2(out["pred"]) - 1, min=0)
+
+
+def denoise(
+    adata: ad.AnnData,
+    model,
+    *,
+    depth_multiplier: float = 1.0,
+    layer_added: str = "scprint_denoised",
+    max_len: int = 2200,
+    batch_size: int = 32,
+    gene_key: str | None = None,
+    layer: str | None = None,
+    organism: str | None = None,
+    progress: bool = True,
+    copy: bool = False,
+) -> ad.AnnData | None:
+    """Denoised expression: expected counts at a requested sequencing depth.
+
+    The model sees each cell's counts and is asked for the profile at
+    ``depth_multiplier`` times the cell's total count (its depth token); the expected
+    counts of the genes it predicts (the cell's expressed genes first, up to
+    ``max_len``, then measured zeros) are scaled so that they sum to that depth times
+    the share of the cell's counts those genes hold.
+
+    Parameters
+    ----------
+    adata
+        Cells x genes with raw counts.
+    model
+        A loaded model or a checkpoint path.
+    depth_multiplier
+        Requested depth as a multiple of each cell's total count (e.g. 2: upsample).
+    layer_added
+        Layer written.
+    max_len, batch_size, gene_key, layer, organism, progress, copy
+        As in :func:`embed`.
+
+    Returns
+    -------
+    ``None`` (or a copy), with ``layers[layer_added]``: CSR float32 expected counts,
+    cells x genes of ``adata``; genes the model did not predict for a cell are 0.
+    """
+    if not depth_multiplier > 0:
+        raise ValueError(f"depth_multiplier must be > 0, got {depth_multiplier}.")
+    module = resolve_model(model)
+    source = prepare(adata, module, gene_key=gene_key, layer=layer, organism=organism)
+    totals = np.asarray(source.counts.sum(axis=1)).ravel()
+    target_depth = (totals * depth_multiplier).astype(np.float32)
+    # model gene -> data column
+    column = np.full(source.n_model_genes, -1, dtype=np.int64)
+    inside = source.model_index >= 0
+    column[source.model_index[inside]] = np.flatnonzero(inside)
+    rows, cols, vals = [], [], []
+    start = 0
+    for batch, out in iterate(
+        source,
+        module,
+        batch_size=batch_size,
+        max_len=max_len,
+        depth=target_depth,
+        desc="denoise",
+        progress=progress,
+    ):
+        expected = _expected_counts(out, module.config.decoder).float().cpu().numpy()  # (B, L)
+        genes = batch["genes"].numpy()
+        data_col = column[genes]  # (B, L); -1 for unmeasured padding
+        keep = data_col >= 0
+        observed = (batch["x"].numpy() * keep).sum(axis=1)  # counts of the predicted genes
+        n = len(genes)
+        cells = np.arange(start, start + n)
+        share = np.where(totals[cells] > 0, observed / np.maximum(totals[cells], 1e-12), 0)
+        wanted = target_depth[cells] * share
+        predicted = (expected * keep).sum(axis=1)
+        scale = np.where(predicted > 0, wanted / np.maximum(predicted, 1e-12), 0)
+        expected = expected * scale[:, None]
+        r, c = np.nonzero(keep)
+        rows.append(cells[r])
+        cols.append(data_col[r, c])
+        vals.append(expected[r, c])
+        start += n
+    matrix = sp.csr_matrix(
+        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+        shape=adata.shape,
+        dtype=np.float32,
+    )
+    target = adata.copy() if copy else adata
+    target.layers[layer_added] = matrix
+    return target if copy else None

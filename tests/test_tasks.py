@@ -1,0 +1,125 @@
+"""Zero-shot tasks (embed, denoise) on a small model trained on real data."""
+
+from __future__ import annotations
+
+import anndata as ad
+import lightning.pytorch as pl
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+import scprint
+from scdataloader import DataModule
+from scdataloader.errors import CountsError, GeneMappingError, OrganismMismatchError
+from scprint.tasks import denoise, embed
+from scprint.train import ScPrintModule
+
+KEYS = ["cell_type_ontology_term_id", "disease_ontology_term_id", "sex_ontology_term_id"]
+
+
+@pytest.fixture(scope="session")
+def trained(retina_path, tmp_path_factory):
+    """A debug-size model trained for a few steps on the retina cells, saved and loaded."""
+    dm = DataModule([retina_path], label_keys=KEYS, batch_size=16, max_len=256,
+                    train_samples=16 * 12, val_size=0.1, seed=0)  # fmt: skip
+    pl.seed_everything(0, verbose=False)
+    module = ScPrintModule(dm.genes, dm.hierarchies, dm.label_keys, preset="debug", lr=2e-3,
+                           warmup_steps=5)  # fmt: skip
+    trainer = pl.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, enable_checkpointing=False,
+                         use_distributed_sampler=False, limit_val_batches=1)  # fmt: skip
+    trainer.fit(module, datamodule=dm)
+    path = tmp_path_factory.mktemp("model") / "model.ckpt"
+    trainer.save_checkpoint(path)
+    return scprint.load(path)
+
+
+@pytest.fixture(scope="module")
+def cells(retina_full):
+    """120 retina cells over the 1,500 genes with most counts (a quick, complete input)."""
+    a = retina_full[:120].copy()
+    top = np.argsort(-np.asarray(retina_full.X.sum(axis=0)).ravel())[:1500]
+    return a[:, np.sort(top)].copy()
+
+
+def test_embed_writes_documented_slots_deterministically(trained, cells):
+    a = cells.copy()
+    assert embed(a, trained, max_len=512, logits=True, progress=False) is None
+    d = trained.config.d_model
+    assert a.obsm["X_scprint"].shape == (120, d)
+    assert a.obsm["X_scprint_cell_type_ontology_term_id"].shape == (120, d)
+    n_types = trained.hierarchies["cell_type_ontology_term_id"].n_leaves
+    assert a.obsm["X_scprint_cell_type_ontology_term_id_logits"].shape == (120, n_types)
+    b = embed(cells, trained, max_len=512, progress=False, copy=True)
+    np.testing.assert_array_equal(a.obsm["X_scprint"], b.obsm["X_scprint"])
+    assert "X_scprint" not in cells.obsm  # copy=True leaves the input alone
+    # cells of one type sit closer together than cells of different types
+    emb = b.obsm["X_scprint"]
+    labels = cells.obs["cell_type_ontology_term_id"].astype(str).to_numpy()
+    dist = np.linalg.norm(emb[:, None] - emb[None], axis=-1)
+    same = labels[:, None] == labels[None]
+    off = ~np.eye(len(labels), dtype=bool)
+    assert dist[same & off].mean() < dist[~same].mean()
+
+
+def test_symbols_give_the_same_embeddings_as_ids(trained, cells):
+    from scdataloader.genes import symbols_to_ids
+
+    symbols = cells.var["feature_name"].astype(str).to_numpy()
+    # genes whose symbol maps back to their own id (some symbols are ambiguous or retired)
+    same_gene = np.array(symbols_to_ids(symbols, "human"), dtype=object) == cells.var_names
+    ids = cells[:, same_gene].copy()
+    by_id = embed(ids, trained, max_len=512, progress=False, copy=True)
+    sym = ids.copy()
+    sym.var_names = symbols[same_gene]
+    by_symbol = embed(sym, trained, max_len=512, progress=False, copy=True)
+    assert same_gene.mean() > 0.9
+    same = (by_id.obsm["X_scprint"] - by_symbol.obsm["X_scprint"]).__abs__().max()
+    assert same < 1e-4
+
+
+def test_missing_genes_are_unmeasured_not_zero(trained, cells, caplog):
+    half = cells[:, ::2].copy()
+    out = embed(half, trained, max_len=512, progress=False, copy=True)
+    assert np.isfinite(out.obsm["X_scprint"]).all()
+    extra = cells.copy()
+    extra.var_names = [f"{g}_x" if i % 10 == 0 else g for i, g in enumerate(extra.var_names)]
+    with caplog.at_level("WARNING"):
+        embed(extra, trained, max_len=512, progress=False, copy=True)
+    assert "did not map" in caplog.text or "not in its vocabulary" in caplog.text
+
+
+def test_denoise_reaches_the_requested_depth(trained, cells):
+    expressed = np.diff(sp.csr_matrix(cells.X).indptr)
+    for multiplier in (1.0, 3.0):
+        out = denoise(cells, trained, depth_multiplier=multiplier, max_len=int(expressed.max()),
+                      progress=False, copy=True)  # fmt: skip
+        layer = out.layers["scprint_denoised"]
+        assert sp.issparse(layer) and layer.shape == cells.shape
+        totals = np.asarray(layer.sum(axis=1)).ravel()
+        wanted = multiplier * np.asarray(cells.X.sum(axis=1)).ravel()
+        np.testing.assert_allclose(totals, wanted, rtol=0.01)
+        assert (layer.data >= 0).all()
+    # expressed genes get predictions; the input is untouched
+    assert "scprint_denoised" not in cells.layers
+
+
+def test_bad_inputs_give_clear_errors(trained, cells, mouse_path):
+    import scanpy as sc
+
+    logged = cells.copy()
+    sc.pp.normalize_total(logged)
+    sc.pp.log1p(logged)
+    with pytest.raises(CountsError, match="recover"):
+        embed(logged, trained, progress=False, copy=True)
+    junk = cells.copy()
+    junk.var_names = [f"gene{i}" for i in range(junk.n_vars)]
+    with pytest.raises(GeneMappingError):
+        embed(junk, trained, progress=False, copy=True)
+    mouse = ad.read_zarr(mouse_path)[:50].copy()
+    with pytest.raises(OrganismMismatchError, match="mouse genes.*human"):
+        embed(mouse, trained, gene_key="gene_ids", progress=False, copy=True)
+    with pytest.raises(ValueError, match="depth_multiplier"):
+        denoise(cells, trained, depth_multiplier=0, progress=False)
+    with pytest.raises(TypeError, match="checkpoint path"):
+        embed(cells, object(), progress=False)
