@@ -6,6 +6,8 @@
     label order are linked into the model.
 ``scprint gene-embeddings --fasta F --out OUT.parquet``
     ESM2 gene embeddings (see :mod:`scprint.gene_embeddings`).
+``scprint embed|denoise|classify|gn --adata IN.h5ad --ckpt MODEL --out OUT``
+    Zero-shot tasks on an AnnData file (see :mod:`scprint.tasks.cli`).
 """
 
 from __future__ import annotations
@@ -35,8 +37,12 @@ def __getattr__(name: str):
     raise AttributeError(name)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def main(argv: Sequence[str] | None = None) -> int | None:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("embed", "denoise", "classify", "gn"):
+        from .tasks.cli import main as tasks_main
+
+        return tasks_main(argv)
     if argv and argv[0] == "gene-embeddings":
         from .gene_embeddings import main as gene_embeddings_main
 
@@ -50,4 +56,4 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

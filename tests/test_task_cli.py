@@ -1,0 +1,135 @@
+"""The ``scprint embed|denoise`` commands on a small model trained on real data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anndata as ad
+import lightning.pytorch as pl
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from scdataloader import DataModule
+from scprint.cli import main
+from scprint.train import ScPrintModule
+
+KEYS = ["cell_type_ontology_term_id", "disease_ontology_term_id", "sex_ontology_term_id"]
+
+
+@pytest.fixture(scope="module")
+def ckpt(retina_path, tmp_path_factory) -> Path:
+    """A debug-size model trained for a few steps on the retina cells, saved to a file."""
+    dm = DataModule([retina_path], label_keys=KEYS, batch_size=16, max_len=256,
+                    train_samples=16 * 6, val_size=0.1, seed=0)  # fmt: skip
+    pl.seed_everything(0, verbose=False)
+    module = ScPrintModule(dm.genes, dm.hierarchies, dm.label_keys, preset="debug", lr=2e-3,
+                           warmup_steps=5)  # fmt: skip
+    trainer = pl.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, enable_checkpointing=False,
+                         use_distributed_sampler=False, limit_val_batches=1)  # fmt: skip
+    trainer.fit(module, datamodule=dm)
+    path = tmp_path_factory.mktemp("model") / "model.ckpt"
+    trainer.save_checkpoint(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def cells_file(retina_full, tmp_path_factory) -> Path:
+    """100 retina cells over the 1,500 genes with most counts, as an h5ad file."""
+    top = np.argsort(-np.asarray(retina_full.X.sum(axis=0)).ravel())[:1500]
+    a = retina_full[:100, np.sort(top)].copy()
+    path = tmp_path_factory.mktemp("cells") / "cells.h5ad"
+    a.write_h5ad(path)
+    return path
+
+
+def _one_line_error(err: str) -> str:
+    assert "Traceback" not in err
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, err
+    return errors[0]
+
+
+def test_embed_writes_the_embeddings(ckpt, cells_file, tmp_path, capsys):
+    out = tmp_path / "sub" / "embedded.h5ad"
+    argv = ["embed", "--adata", str(cells_file), "--ckpt", str(ckpt), "--out", str(out)]
+    assert main(argv + ["--max-len", "512", "--batch-size", "40", "--logits"]) == 0
+    assert "Traceback" not in capsys.readouterr().err
+    a = ad.read_h5ad(out)
+    assert a.shape == (100, 1500)
+    emb = a.obsm["X_scprint"]
+    assert emb.shape[0] == 100 and np.isfinite(emb).all()
+    assert "X_scprint_cell_type_ontology_term_id" in a.obsm
+    assert "X_scprint_cell_type_ontology_term_id_logits" in a.obsm
+    assert not [p for p in out.parent.iterdir() if p.name.endswith(".tmp")]  # atomic write
+
+
+def test_denoise_writes_the_layer(ckpt, cells_file, tmp_path):
+    out = tmp_path / "denoised.h5ad"
+    argv = ["denoise", "--adata", str(cells_file), "--ckpt", str(ckpt), "--out", str(out),
+            "--depth-multiplier", "2", "--max-len", "512", "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    a = ad.read_h5ad(out)
+    layer = a.layers["scprint_denoised"]
+    assert sp.issparse(layer) and layer.shape == (100, 1500)
+    assert layer.nnz > 0 and (layer.data >= 0).all()
+    np.testing.assert_array_equal(a.X.toarray(), ad.read_h5ad(cells_file).X.toarray())
+
+
+def test_missing_input_file(ckpt, tmp_path, capsys):
+    out = tmp_path / "out.h5ad"
+    argv = [
+        "embed",
+        "--adata",
+        str(tmp_path / "nope.h5ad"),
+        "--ckpt",
+        str(ckpt),
+        "--out",
+        str(out),
+    ]
+    assert main(argv) == 2
+    assert "nope.h5ad" in _one_line_error(capsys.readouterr().err)
+    assert not out.exists()
+
+
+def test_missing_checkpoint(cells_file, tmp_path, capsys):
+    argv = ["embed", "--adata", str(cells_file), "--ckpt", str(tmp_path / "gone.ckpt"),
+            "--out", str(tmp_path / "out.h5ad")]  # fmt: skip
+    assert main(argv) == 2
+    assert "gone.ckpt" in _one_line_error(capsys.readouterr().err)
+
+
+def test_corrupt_checkpoint(ckpt, cells_file, tmp_path, capsys):
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(ckpt.read_bytes()[:5000])  # truncated
+    out = tmp_path / "out.h5ad"
+    argv = ["denoise", "--adata", str(cells_file), "--ckpt", str(bad), "--out", str(out)]
+    assert main(argv) == 2
+    line = _one_line_error(capsys.readouterr().err)
+    assert "bad.ckpt" in line and "corrupt" in line
+    assert not out.exists()
+
+
+def test_log_normalised_input(ckpt, cells_file, tmp_path, capsys):
+    import scanpy as sc
+
+    a = ad.read_h5ad(cells_file)
+    sc.pp.normalize_total(a)
+    sc.pp.log1p(a)
+    logged = tmp_path / "logged.h5ad"
+    a.write_h5ad(logged)
+    out = tmp_path / "out.h5ad"
+    argv = ["embed", "--adata", str(logged), "--ckpt", str(ckpt), "--out", str(out)]
+    assert main(argv) == 2
+    line = _one_line_error(capsys.readouterr().err)
+    assert "raw counts" in line or "log" in line
+    assert not out.exists()
+
+
+def test_bad_option_is_a_usage_error(cells_file, tmp_path):
+    argv = ["denoise", "--adata", str(cells_file), "--ckpt", "x.ckpt", "--out",
+            str(tmp_path / "o.h5ad"), "--depth-multiplier", "0"]  # fmt: skip
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
