@@ -57,6 +57,10 @@ class Collator:
         Seed of the gene draws. The draws of a batch are a function of the seed and the
         batch's cells (their ``index``), so they do not depend on DataLoader workers,
         prefetching or where a run was resumed. ``None``: fresh randomness at every call.
+    seed_per_cell
+        Draw each cell's genes from its own generator, seeded by ``(seed, index)``: a
+        cell then gets the same genes whatever batch it is in (for inference; in training
+        a cell drawn twice should show different genes, the default).
 
     Returns (on call)
     -----------------
@@ -76,6 +80,7 @@ class Collator:
         measured: np.ndarray | None = None,
         measured_index: np.ndarray | None = None,
         seed: int | None = 0,
+        seed_per_cell: bool = False,
     ):
         if mode not in ("random expr", "most expr", "all", "genes"):
             raise InputError(
@@ -108,6 +113,7 @@ class Collator:
         self.measured = measured
         self.measured_index = None if measured_index is None else np.asarray(measured_index)
         self.seed = seed
+        self.seed_per_cell = bool(seed_per_cell)
 
     @property
     def length(self) -> int:
@@ -183,7 +189,12 @@ class Collator:
             elif self.mode == "genes":
                 sel = self.gene_positions
             else:
-                sel = self._select(cell, measured, rng)
+                cell_rng = rng
+                if self.seed_per_cell and self.seed is not None:
+                    cell_rng = np.random.default_rng(
+                        [int(self.seed), int(item.get("index", -1)) + 1]
+                    )
+                sel = self._select(cell, measured, cell_rng)
             pos[b] = sel
             x[b] = cell[sel]
             if measured is not None:

@@ -233,3 +233,12 @@ def test_bad_arguments_are_clear_errors(coll, rich):
         col([])
     with pytest.raises(InputError, match="genes"):
         Collator(coll.genes[:100], max_len=10)(rich[:1])
+
+
+def test_seed_per_cell_makes_draws_independent_of_the_batch(coll, rich):
+    col = Collator(coll.genes, mode="random expr", max_len=500, seed=3, seed_per_cell=True)
+    alone = col([rich[1]])
+    together = col(rich[:3])
+    assert torch.equal(alone["genes"][0], together["genes"][1])
+    batchwise = Collator(coll.genes, mode="random expr", max_len=500, seed=3)
+    assert not torch.equal(batchwise([rich[1]])["genes"][0], batchwise(rich[:3])["genes"][1])

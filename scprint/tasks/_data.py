@@ -194,8 +194,9 @@ def iterate(
 ) -> Iterator[tuple[dict, dict]]:
     """Run the model over cells in batches: yields (batch, model outputs), in order.
 
-    Genes per cell: the expressed genes first (the most expressed when there are more
-    than ``max_len``), then measured genes with a zero count (``mode="most expr"``).
+    Genes per cell: the expressed genes first (with ``mode="most expr"`` the most
+    expressed when there are more than ``max_len``, with ``"random expr"`` a seeded random
+    subset), then measured genes with a zero count.
     ``depth`` overrides each cell's depth token (e.g. to denoise at another depth).
     """
     collator = Collator(
@@ -204,6 +205,7 @@ def iterate(
         max_len=max_len,
         measured=source.measured,
         seed=0,
+        seed_per_cell=True,  # a cell's genes do not depend on its batch
     )
     cells = np.arange(len(source)) if cells is None else np.asarray(cells)
     device = module.device

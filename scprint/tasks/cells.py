@@ -20,6 +20,7 @@ def embed(
     class_embeddings: bool = True,
     logits: bool = False,
     max_len: int = 2200,
+    how: str = "random expr",
     batch_size: int = 32,
     gene_key: str | None = None,
     layer: str | None = None,
@@ -42,7 +43,11 @@ def embed(
     logits
         Also write each classifier's logits, which work well as embeddings.
     max_len
-        Genes per cell: the expressed ones first (the most expressed beyond ``max_len``).
+        Genes per cell: the expressed ones first, then measured genes with zero counts.
+    how
+        Which expressed genes when a cell has more than ``max_len``: ``"random expr"``
+        (a seeded random subset, reproducible, as the model saw in pretraining) or
+        ``"most expr"`` (the most expressed).
     batch_size
         Cells per forward pass.
     gene_key, layer, organism
@@ -64,7 +69,13 @@ def embed(
     classes = list(module.hierarchies)
     parts: dict[str, list[np.ndarray]] = {key_added: []}
     for _, out in iterate(
-        source, module, batch_size=batch_size, max_len=max_len, desc="embed", progress=progress
+        source,
+        module,
+        batch_size=batch_size,
+        max_len=max_len,
+        mode=how,
+        desc="embed",
+        progress=progress,
     ):
         embs = out["cell_embs"].float().cpu().numpy()  # (B, 1 + K, d)
         parts[key_added].append(embs[:, 0])

@@ -223,6 +223,7 @@ def classify(
     labels_key: str | Mapping[str, str] | None = None,
     unknown_threshold: float = 0.0,
     max_len: int = 2200,
+    how: str = "random expr",
     batch_size: int = 32,
     gene_key: str | None = None,
     layer: str | None = None,
@@ -259,6 +260,9 @@ def classify(
         classes. Default: the class name itself.
     unknown_threshold
         A cell whose top leaf probability is below this is predicted ``"unknown"``.
+    how
+        Genes per cell beyond ``max_len`` expressed ones: ``"random expr"`` (a seeded,
+        reproducible random subset, as in pretraining) or ``"most expr"``.
     max_len, batch_size, gene_key, layer, organism, progress, copy
         As in :func:`scprint.tasks.embed`.
 
@@ -349,7 +353,13 @@ def classify(
     source = prepare(adata, module, gene_key=gene_key, layer=layer, organism=organism)
     chunks: dict[str, list[np.ndarray]] = {c: [] for c in classes}
     for _, out in iterate(
-        source, module, batch_size=batch_size, max_len=max_len, desc="classify", progress=progress
+        source,
+        module,
+        batch_size=batch_size,
+        max_len=max_len,
+        mode=how,
+        desc="classify",
+        progress=progress,
     ):
         for c in classes:
             chunks[c].append(out["class_logits"][c].float().cpu().numpy())
