@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 PYTEST_ARGS ?= -n 2
 
-.PHONY: setup data demo test lint format clean
+.PHONY: setup data demo data-demo test lint format clean
 
 setup: $(VENV)/.installed
 
@@ -21,7 +21,12 @@ $(VENV)/.installed: pyproject.toml
 data: setup
 	$(PY) -m scdataloader.datasets fetch retina omnipath
 
+# The main job: data layer, a few minutes of pretraining on CPU, the zero-shot tasks and
+# a cell-type gene network, on the embedded retina data (`data-demo`: the data layer only).
 demo: data
+	$(PY) -m scprint.demo
+
+data-demo: data
 	$(PY) -m scdataloader.demo
 
 lint: setup
