@@ -94,3 +94,34 @@ def retina_parts(retina_path, tmp_path_factory) -> list[Path]:
         part.write_h5ad(p)
         paths.append(p)
     return paths
+
+
+@pytest.fixture(scope="session")
+def trained_ckpt(retina_path, tmp_path_factory) -> Path:
+    """A checkpoint of a debug-size model trained for a few steps on the retina cells."""
+    import lightning.pytorch as pl
+
+    from scdataloader import DataModule
+    from scprint.train import ScPrintModule
+
+    keys = ["cell_type_ontology_term_id", "disease_ontology_term_id", "sex_ontology_term_id"]
+    dm = DataModule([retina_path], label_keys=keys, batch_size=16, max_len=256,
+                    train_samples=16 * 12, val_size=0.1, seed=0)  # fmt: skip
+    pl.seed_everything(0, verbose=False)
+    module = ScPrintModule(dm.genes, dm.hierarchies, dm.label_keys, preset="debug", lr=2e-3,
+                           warmup_steps=5)  # fmt: skip
+    trainer = pl.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, enable_checkpointing=False,
+                         use_distributed_sampler=False, limit_val_batches=1)  # fmt: skip
+    trainer.fit(module, datamodule=dm)
+    path = tmp_path_factory.mktemp("model") / "model.ckpt"
+    trainer.save_checkpoint(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def trained(trained_ckpt):
+    """That model, loaded with ``scprint.load`` (do not modify it)."""
+    import scprint
+
+    return scprint.load(trained_ckpt)

@@ -5,33 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import anndata as ad
-import lightning.pytorch as pl
 import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from scdataloader import DataModule
 from scprint.cli import main
-from scprint.train import ScPrintModule
 
 KEYS = ["cell_type_ontology_term_id", "disease_ontology_term_id", "sex_ontology_term_id"]
 
 
 @pytest.fixture(scope="module")
-def ckpt(retina_path, tmp_path_factory) -> Path:
-    """A debug-size model trained for a few steps on the retina cells, saved to a file."""
-    dm = DataModule([retina_path], label_keys=KEYS, batch_size=16, max_len=256,
-                    train_samples=16 * 6, val_size=0.1, seed=0)  # fmt: skip
-    pl.seed_everything(0, verbose=False)
-    module = ScPrintModule(dm.genes, dm.hierarchies, dm.label_keys, preset="debug", lr=2e-3,
-                           warmup_steps=5)  # fmt: skip
-    trainer = pl.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_progress_bar=False,
-                         enable_model_summary=False, enable_checkpointing=False,
-                         use_distributed_sampler=False, limit_val_batches=1)  # fmt: skip
-    trainer.fit(module, datamodule=dm)
-    path = tmp_path_factory.mktemp("model") / "model.ckpt"
-    trainer.save_checkpoint(path)
-    return path
+def ckpt(trained_ckpt) -> Path:
+    return trained_ckpt
 
 
 @pytest.fixture(scope="module")

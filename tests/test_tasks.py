@@ -3,35 +3,14 @@
 from __future__ import annotations
 
 import anndata as ad
-import lightning.pytorch as pl
 import numpy as np
 import pytest
 import scipy.sparse as sp
 
-import scprint
-from scdataloader import DataModule
 from scdataloader.errors import CountsError, GeneMappingError, OrganismMismatchError
 from scprint.tasks import denoise, embed
-from scprint.train import ScPrintModule
 
 KEYS = ["cell_type_ontology_term_id", "disease_ontology_term_id", "sex_ontology_term_id"]
-
-
-@pytest.fixture(scope="session")
-def trained(retina_path, tmp_path_factory):
-    """A debug-size model trained for a few steps on the retina cells, saved and loaded."""
-    dm = DataModule([retina_path], label_keys=KEYS, batch_size=16, max_len=256,
-                    train_samples=16 * 12, val_size=0.1, seed=0)  # fmt: skip
-    pl.seed_everything(0, verbose=False)
-    module = ScPrintModule(dm.genes, dm.hierarchies, dm.label_keys, preset="debug", lr=2e-3,
-                           warmup_steps=5)  # fmt: skip
-    trainer = pl.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_progress_bar=False,
-                         enable_model_summary=False, enable_checkpointing=False,
-                         use_distributed_sampler=False, limit_val_batches=1)  # fmt: skip
-    trainer.fit(module, datamodule=dm)
-    path = tmp_path_factory.mktemp("model") / "model.ckpt"
-    trainer.save_checkpoint(path)
-    return scprint.load(path)
 
 
 @pytest.fixture(scope="module")
