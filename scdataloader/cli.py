@@ -34,13 +34,13 @@ def _cli_message(message: str) -> str:
 def _info(args: argparse.Namespace) -> int:
     from ._constants import DEFAULT_LABEL_KEYS, ORGANISMS
     from .io import read_anndata
-    from .preprocess import _source_matrix, check_counts, qc_report
+    from .preprocess import check_counts, counts_matrix, qc_report
 
     adata = read_anndata(args.file, backed=False)
     print(f"file: {args.file}")
     print(f"cells: {adata.n_obs:,}")
     print(f"genes: {adata.n_vars:,}")
-    X, where = _source_matrix(adata, args.layer)
+    X, where = counts_matrix(adata, args.layer)
     check = check_counts(X)
     print(f"{where}: {check.kind} - {_cli_message(check.message)}")
     present = [k for k in DEFAULT_LABEL_KEYS if k in adata.obs.columns]

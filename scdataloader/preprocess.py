@@ -33,6 +33,9 @@ __all__ = [
     "qc_report",
     "preprocess",
     "is_spatial_assay",
+    "counts_matrix",
+    "gene_names",
+    "check_unique_genes",
 ]
 
 logger = logging.getLogger(__name__)
@@ -356,7 +359,8 @@ class QCReport:
         return "\n".join(lines)
 
 
-def _gene_names(adata: ad.AnnData, gene_key: str | None) -> pd.Index:
+def gene_names(adata: ad.AnnData, gene_key: str | None) -> pd.Index:
+    """The gene names of ``adata``: ``var_names``, or the ``var`` column ``gene_key``."""
     if gene_key is None:
         return pd.Index(adata.var_names.astype(str))
     if gene_key not in adata.var.columns:
@@ -367,7 +371,8 @@ def _gene_names(adata: ad.AnnData, gene_key: str | None) -> pd.Index:
     return pd.Index(adata.var[gene_key].astype(str))
 
 
-def _check_unique(names: pd.Index, adata: ad.AnnData, gene_key: str | None) -> None:
+def check_unique_genes(names: pd.Index, adata: ad.AnnData, gene_key: str | None) -> None:
+    """Raise a GeneMappingError naming duplicated genes, with a column to use instead."""
     if names.is_unique:
         return
     dup = names[names.duplicated()].unique()
@@ -445,7 +450,8 @@ def _n_expressed(X) -> np.ndarray:
     return np.count_nonzero(np.asarray(X), axis=1)
 
 
-def _source_matrix(adata: ad.AnnData, layer: str | None):
+def counts_matrix(adata: ad.AnnData, layer: str | None):
+    """The matrix holding the counts (``X``, a layer, or ``"raw"``) and its name."""
     if layer is None:
         return adata.X, "adata.X"
     if layer == "raw":
@@ -484,11 +490,11 @@ def _run_qc(
             f"The AnnData is empty ({adata.n_obs} cells x {adata.n_vars} genes): "
             "nothing to preprocess."
         )
-    X, _ = _source_matrix(adata, layer)
+    X, _ = counts_matrix(adata, layer)
     check = check_counts(X)
     declared = _declared_organism(adata, organism)
-    names = _gene_names(adata, gene_key)
-    _check_unique(names, adata, gene_key)
+    names = gene_names(adata, gene_key)
+    check_unique_genes(names, adata, gene_key)
     mapping = map_genes(names.to_numpy(), declared)
     organism = mapping.organism
     n_expressed = _n_expressed(X[:] if not hasattr(X, "to_memory") else X.to_memory())
@@ -611,7 +617,7 @@ def preprocess(
         min_genes=min_genes,
         max_dropped_fraction=max_dropped_fraction,
     )
-    X, where = _source_matrix(adata, layer)
+    X, where = counts_matrix(adata, layer)
     usable = check.kind in ("counts", "empty") or (check.kind == "recoverable" and recover_counts)
     if not usable:
         raise CountsError(f"{where}: {check.message}")

@@ -128,15 +128,15 @@ def prepare(
         An empty AnnData, or no gene shared with the model.
     """
     from scdataloader.genes import map_genes
-    from scdataloader.preprocess import _gene_names, _source_matrix, validate_counts
+    from scdataloader.preprocess import counts_matrix, gene_names, validate_counts
 
     module = resolve_model(model)
     if adata.n_obs == 0 or adata.n_vars == 0:
         raise InputError(f"The AnnData is empty ({adata.n_obs} cells x {adata.n_vars} genes).")
-    X, where = _source_matrix(adata, layer)
+    X, where = counts_matrix(adata, layer)
     X = validate_counts(X, recover=recover_counts, where=where)
     counts = sp.csr_matrix(X, dtype=np.float32)  # never written to
-    names = _gene_names(adata, gene_key)
+    names = gene_names(adata, gene_key)
     known = model_organisms(module.genes)
     mapping = map_genes(names.to_numpy(), organism)
     if mapping.organism not in known:
