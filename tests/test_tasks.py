@@ -94,6 +94,12 @@ def test_bad_inputs_give_clear_errors(trained, cells, mouse_path):
     mouse = ad.read_zarr(mouse_path)[:50].copy()
     with pytest.raises(OrganismMismatchError, match="mouse genes.*human"):
         embed(mouse, trained, gene_key="gene_ids", progress=False, copy=True)
+    doubled = cells.copy()
+    names = doubled.var_names.to_numpy().copy()
+    names[1] = names[0]
+    doubled.var_names = names
+    with pytest.raises(GeneMappingError, match="duplicated gene names"):
+        embed(doubled, trained, progress=False, copy=True)
     with pytest.raises(ValueError, match="depth_multiplier"):
         denoise(cells, trained, depth_multiplier=0, progress=False)
     with pytest.raises(TypeError, match="checkpoint path"):

@@ -128,7 +128,12 @@ def prepare(
         An empty AnnData, or no gene shared with the model.
     """
     from scdataloader.genes import map_genes
-    from scdataloader.preprocess import counts_matrix, gene_names, validate_counts
+    from scdataloader.preprocess import (
+        check_unique_genes,
+        counts_matrix,
+        gene_names,
+        validate_counts,
+    )
 
     module = resolve_model(model)
     if adata.n_obs == 0 or adata.n_vars == 0:
@@ -137,6 +142,7 @@ def prepare(
     X = validate_counts(X, recover=recover_counts, where=where)
     counts = sp.csr_matrix(X, dtype=np.float32)  # never written to
     names = gene_names(adata, gene_key)
+    check_unique_genes(names, adata, gene_key)
     known = model_organisms(module.genes)
     mapping = map_genes(names.to_numpy(), organism)
     if mapping.organism not in known:
