@@ -135,6 +135,8 @@ def most_variable_genes(adata, n: int, *, layer: str | None = None) -> list[str]
 
 
 def _select(adata, args: argparse.Namespace):
+    """The chosen cells (a copy) and genes (None: all); genes are not cut out of the data, so
+    that counts are normalised by each cell's total over all its genes."""
     if (args.cell_type is None) != (args.cell_type_key is None):
         raise ValueError("give --cell-type-key and --cell-type together")
     if args.cell_type_key is not None:
@@ -167,10 +169,10 @@ def _select(adata, args: argparse.Namespace):
         missing = len(set(wanted) - set(names[keep]))
         if missing:
             logger.warning("%d of the %d listed genes are not in the data", missing, len(wanted))
-        adata = adata[:, keep].copy()
-    elif args.n_genes is not None:
-        adata = adata[:, most_variable_genes(adata, args.n_genes, layer=args.layer)].copy()
-    return adata
+        return adata, list(adata.var_names[keep])
+    if args.n_genes is not None:
+        return adata, most_variable_genes(adata, args.n_genes, layer=args.layer)
+    return adata, None
 
 
 def _baseline(args: argparse.Namespace) -> int:
@@ -181,9 +183,10 @@ def _baseline(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise FileExistsError(f"{out} exists; give --overwrite to replace it")
-    adata = _select(read_anndata(args.adata), args)
+    adata, genes = _select(read_anndata(args.adata), args)
     func = baselines.BASELINES[args.method]
     options: dict[str, Any] = {
+        "genes": genes,
         "layer": args.layer,
         "seed": args.seed,
         "n_trees": args.trees,
@@ -196,10 +199,7 @@ def _baseline(args: argparse.Namespace) -> int:
     accepted = inspect.signature(func).parameters
     if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values()):
         options = {k: v for k, v in options.items() if k in accepted}
-    if args.method == "random":
-        net = func(adata, seed=args.seed)
-    else:
-        net = func(adata, **options)
+    net = func(adata, **options)
     net.write(out)
     print(f"{args.method}: {net.n_genes} genes, {adata.n_obs} cells -> {out}")
     return 0
@@ -228,8 +228,7 @@ def _run(args: argparse.Namespace) -> int:
         for c in ("network", "epr", "auprc", "average_precision", "prevalence", "n_true_edges")
         if c in table.columns
     ]
-    with pd.option_context("display.width", 120, "display.precision", 4):
-        print(table[cols].to_string(index=False))
+    print(table[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     print(f"results: {Path(args.out) / 'results.csv'}")
     return 0
 
