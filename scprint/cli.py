@@ -8,6 +8,8 @@
     ESM2 gene embeddings (see :mod:`scprint.gene_embeddings`).
 ``scprint embed|denoise|classify|gn --adata IN.h5ad --ckpt MODEL --out OUT``
     Zero-shot tasks on an AnnData file (see :mod:`scprint.tasks.cli`).
+``scprint tabular fit|predict|explain --adata IN.h5ad ...``
+    Tabular cell-type classifiers (see :mod:`scprint.tabular.cli`).
 """
 
 from __future__ import annotations
@@ -43,6 +45,10 @@ def main(argv: Sequence[str] | None = None) -> int | None:
         from .tasks.cli import main as tasks_main
 
         return tasks_main(argv)
+    if argv and argv[0] == "tabular":
+        from .tabular.cli import main as tabular_main
+
+        return tabular_main(argv[1:])
     if argv and argv[0] == "gene-embeddings":
         from .gene_embeddings import main as gene_embeddings_main
 

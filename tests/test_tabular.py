@@ -11,7 +11,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from scdataloader.errors import CountsError, GeneMappingError, LabelError
+from scdataloader.errors import CountsError, GeneMappingError, InputError, LabelError
 from scprint.checkpoint import CheckpointError
 from scprint.tabular import (
     Ensemble,
@@ -357,3 +357,90 @@ def test_backed_anndata_predicts_like_in_memory(clf, retina_path, retina_full):
     finally:
         backed.file.close()
     np.testing.assert_allclose(got.to_numpy(), clf.predict_proba(retina_full[rows]).to_numpy())
+
+
+# --------------------------------------------------------------------------- augmentation
+
+
+def _module_with_vectors(prob: float, seed: int = 0):
+    from scprint.tabular import AugmentationVectors
+    from scprint.tabular.module import TabularModule
+
+    genes = [f"g{i}" for i in range(6)]
+    vectors = AugmentationVectors(
+        np.full((3, 6), 0.5, dtype=np.float32), genes, ["a", "b", "a"], [("d1", "d2")] * 3
+    )
+    return TabularModule(
+        "linear",
+        genes=genes,
+        classes=["a", "b"],
+        augment=vectors,
+        augment_prob=prob,
+        augment_seed=seed,
+    )
+
+
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log")
+def test_module_augments_training_batches_only():
+    module = _module_with_vectors(1.0)
+    seen = []
+    module.model.register_forward_pre_hook(lambda m, args: seen.append(args[0].clone()))
+    x = torch.full((8, 6), 2.0)  # (B, G), away from the [0, 9] bounds
+    batch = {"x": x.clone(), "y": torch.zeros(8, dtype=torch.int64), "index": torch.arange(8)}
+    module.training_step(batch, 0)
+    module.validation_step(batch, 0)
+    trained, validated = seen
+    assert torch.equal(batch["x"], x)  # the batch itself is left as it is
+    np.testing.assert_allclose((trained - x).abs().numpy(), 0.5)  # every cell: ±v
+    assert torch.equal(validated, x)  # validation: untouched
+    # a fraction of the cells, reproducible with the seed
+    rows = [
+        (_module_with_vectors(0.5, seed=3).augment_batch(torch.full((400, 6), 2.0)) != 2.0)
+        .any(1)
+        .numpy()
+        for _ in range(2)
+    ]
+    assert np.array_equal(rows[0], rows[1]) and 0.4 < rows[0].mean() < 0.6
+    assert _module_with_vectors(0.0).augment_batch(x) is x
+    with pytest.raises(ValueError, match="augment_prob"):
+        _module_with_vectors(1.5)
+
+
+def test_fit_with_donor_augmentation(wu2020, monkeypatch):
+    from scprint.tabular.data import CellBatches, adata_genes
+    from scprint.tabular.module import TabularModule
+
+    total = np.asarray(wu2020.X.sum(0)).ravel()
+    genes = wu2020.var_names[np.argsort(-total)[:500]].tolist()
+    seen = {"train": [], "val": []}
+    loss = TabularModule._loss
+
+    def spy(self, batch):
+        seen["train" if self.training else "val"].append((batch["index"], batch["x"].clone()))
+        return loss(self, batch)
+
+    monkeypatch.setattr(TabularModule, "_loss", spy)
+    clf = fit(
+        wu2020,
+        label_key="cluster_orig",
+        donor_key="patient",
+        model="linear",
+        genes=genes,
+        max_epochs=2,
+        patience=2,
+        augment="donor",
+        **FAST,
+    )
+    info = clf.provenance["augment"]
+    assert info["vectors"] == "donor" and info["key"] == "patient" and info["n_vectors"] > 0
+    assert info["prob"] == 1.0
+    clean = CellBatches(wu2020.X, adata_genes(wu2020, genes).index)
+    for index, x in seen["val"]:  # validation inputs: the plain normalised counts
+        assert torch.equal(x, clean.__getitems__(index.tolist())["x"])
+    changed = [
+        not torch.equal(x, clean.__getitems__(index.tolist())["x"]) for index, x in seen["train"]
+    ]
+    assert seen["val"] and all(changed)
+    assert set(clf.val_rows).isdisjoint(np.concatenate([i.numpy() for i, _ in seen["train"]]))
+    with pytest.raises(InputError, match="donor_key or augment_key"):
+        fit(wu2020, label_key="cluster_orig", genes=genes, augment="donor", **FAST)

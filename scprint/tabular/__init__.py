@@ -7,7 +7,15 @@ the counts-to-batches layer and ``api`` the AnnData-facing functions re-exported
 ``selection`` (scaLR's chunked feature selection, biomarkers, gene recall curves).
 """
 
-from .api import PRESETS, Ensemble, TabularClassifier, fit, fit_ensemble, fit_temperature_logits
+from .api import (
+    PRESETS,
+    Ensemble,
+    TabularClassifier,
+    fit,
+    fit_ensemble,
+    fit_temperature_logits,
+    load_model,
+)
 from .augment import AugmentationVectors, augmentation_vectors
 from .data import GeneAlignment, align_genes, class_weights, split
 from .evaluate import Report, evaluate, ontology_correct, roc_auc
@@ -43,6 +51,7 @@ __all__ = [
     "fit_ensemble",
     "fit_temperature_logits",
     "gene_recall_curve",
+    "load_model",
     "ontology_correct",
     "plot_gene_recall",
     "roc_auc",

@@ -9,6 +9,7 @@ Typical use::
     clf.annotate(query, threshold=0.5)  # obs['tabular_label'], ['tabular_confidence']
     markers = clf.top_genes(adata, label_key="cell_type", n=20)
     clf.save("model.pt"); clf = tabular.TabularClassifier.load("model.pt")
+    clf = tabular.fit(adata, label_key="cell_type", donor_key="donor", augment="donor")
 
 Models (``model=``): ``"tabnet"`` (SIMS: TabNet defaults with sparsemax; Adam lr 0.01,
 weight decay 1e-3, learning rate x0.75 on a 20-epoch validation-loss plateau),
@@ -26,6 +27,7 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 import anndata as ad
 import numpy as np
@@ -51,6 +53,9 @@ from .data import (
 from .module import OptimizerConfig, TabularModule
 from .nn import TabNetConfig, build_model
 
+if TYPE_CHECKING:
+    from .augment import AugmentationVectors
+
 __all__ = [
     "PRESETS",
     "TabularClassifier",
@@ -58,6 +63,7 @@ __all__ = [
     "fit",
     "fit_ensemble",
     "fit_temperature_logits",
+    "load_model",
 ]
 
 logger = logging.getLogger(__name__)
@@ -403,11 +409,8 @@ class TabularClassifier:
 
     # ----------------------------------------------------------------- persistence
 
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write one file (state dict, config, genes, classes, temperature, provenance)."""
-        from scdataloader.io import atomic_path
-
-        payload = {
+    def _payload(self) -> dict:
+        return {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "model_name": self.model_name,
@@ -418,36 +421,9 @@ class TabularClassifier:
             "temperature": self.temperature,
             "provenance": self.provenance,
         }
-        with atomic_path(path) as tmp:
-            torch.save(payload, tmp)
-        return Path(path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> TabularClassifier:
-        """Read a file written by :meth:`save`.
-
-        Raises
-        ------
-        scprint.CheckpointError
-            The file is missing, corrupt, or not a tabular classifier.
-        """
-        from ..checkpoint import CheckpointError
-
-        path = Path(path)
-        if not path.is_file():
-            raise CheckpointError(f"{path}: no such file.")
-        try:
-            payload = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise CheckpointError(
-                f"{path}: could not be read as a tabular classifier ({type(e).__name__}: "
-                f"{e}); the file may be truncated or corrupt."
-            ) from e
-        if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-            raise CheckpointError(
-                f"{path}: not a scprint.tabular classifier file (load scPRINT checkpoints "
-                "with scprint.load)."
-            )
+    def _from_payload(cls, payload: dict) -> TabularClassifier:
         model = build_model(
             payload["model_name"],
             len(payload["genes"]),
@@ -464,6 +440,85 @@ class TabularClassifier:
             temperature=payload["temperature"],
             provenance=payload.get("provenance"),
         )
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write one file (state dict, config, genes, classes, temperature, provenance)."""
+        _save(self._payload(), path)
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> TabularClassifier:
+        """Read a file written by :meth:`save`.
+
+        Raises
+        ------
+        scprint.CheckpointError
+            The file is missing, corrupt, or not a tabular classifier.
+        """
+        from ..checkpoint import CheckpointError
+
+        payload = _read_payload(path)
+        if "members" in payload:
+            raise CheckpointError(
+                f"{path}: holds an ensemble of {len(payload['members'])} classifiers; load it "
+                "with Ensemble.load or scprint.tabular.load_model."
+            )
+        return _from_payload(cls, payload, path)
+
+
+def _save(payload: dict, path: str | os.PathLike) -> None:
+    from scdataloader.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def _read_payload(path: str | os.PathLike) -> dict:
+    """The dict of a tabular model file; :class:`CheckpointError` for anything else."""
+    from ..checkpoint import CheckpointError
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file.")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(
+            f"{path}: could not be read as a tabular classifier ({type(e).__name__}: "
+            f"{e}); the file may be truncated or corrupt."
+        ) from e
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{path}: not a scprint.tabular classifier file (load scPRINT checkpoints "
+            "with scprint.load)."
+        )
+    return payload
+
+
+def _from_payload(cls, payload: dict, path) -> TabularClassifier:
+    from ..checkpoint import CheckpointError
+
+    try:
+        return cls._from_payload(payload)
+    except (KeyError, TypeError, RuntimeError, ValueError) as e:
+        raise CheckpointError(
+            f"{path}: a scprint.tabular file that does not match the model code "
+            f"({type(e).__name__}: {e})."
+        ) from e
+
+
+def load_model(path: str | os.PathLike) -> TabularClassifier | Ensemble:
+    """Read a file written by :meth:`TabularClassifier.save` or :meth:`Ensemble.save`.
+
+    Raises
+    ------
+    scprint.CheckpointError
+        The file is missing, corrupt, or not a tabular classifier.
+    """
+    payload = _read_payload(path)
+    if "members" in payload:
+        return Ensemble._from_payload(payload, path)
+    return _from_payload(TabularClassifier, payload, path)
 
 
 def _encode(labels, classes: Sequence[str]) -> np.ndarray:
@@ -547,6 +602,51 @@ def _training_data(data, label_key: str, layer, gene_key, genes, donor_key):
     return source, align, model_genes, labels, donors
 
 
+def _augmentation(
+    augment, data, *, train_rows, label_key, key, layer, align, model_genes, seed
+) -> tuple[AugmentationVectors | None, dict | None]:
+    """(vectors over the model genes, provenance) for ``fit``'s ``augment`` argument."""
+    from .augment import AugmentationVectors, augmentation_vectors
+
+    if augment is None:
+        return None, None
+    if isinstance(augment, AugmentationVectors):
+        vectors = augment.reindex(model_genes)
+        info = {"vectors": "given", "n_vectors": len(vectors)}
+    elif isinstance(augment, str) and augment == "donor":
+        if key is None:
+            raise InputError("augment='donor' needs the donors: pass donor_key or augment_key")
+        if not isinstance(data, ad.AnnData):
+            raise InputError(
+                "augment='donor' computes the vectors from an AnnData; for a Collection, pass "
+                "AugmentationVectors made with scprint.tabular.augmentation_vectors"
+            )
+        train = data[np.sort(train_rows)]
+        train = train.to_memory() if train.isbacked else train
+        try:
+            found = augmentation_vectors(train, label_key=label_key, donor_key=key, layer=layer)
+        except ValueError as e:  # no cell type in two donors, missing column
+            raise InputError(f"augment='donor': {e}") from e
+        # columns of `found` are the columns of `data`: take each model gene's column
+        cols = np.asarray(align.index)
+        values = np.zeros((len(found), len(model_genes)), dtype=np.float32)
+        values[:, cols >= 0] = found.vectors[:, cols[cols >= 0]]
+        vectors = AugmentationVectors(values, model_genes, found.cell_types, found.donors)
+        info = {
+            "vectors": "donor",
+            "key": key,
+            "n_vectors": len(vectors),
+            "computed_on": "training cells",
+        }
+    else:
+        raise ValueError(f"augment must be None, 'donor' or AugmentationVectors, not {augment!r}")
+    info["seed"] = seed
+    if len(vectors) == 0:
+        logger.warning("no augmentation vector left: the training batches are not augmented")
+    logger.info("augmenting training batches with %d vectors", len(vectors))
+    return vectors, info
+
+
 def fit(
     data,
     *,
@@ -570,6 +670,9 @@ def fit(
     optimizer: dict | None = None,
     lambda_sparse: float | None = None,
     gradient_clip_val: float | None = 0.5,
+    augment: AugmentationVectors | Literal["donor"] | None = None,
+    augment_key: str | None = None,
+    augment_prob: float = 1.0,
 ) -> TabularClassifier:
     """Train a classifier of ``label_key`` on raw counts.
 
@@ -613,6 +716,21 @@ def fit(
         mask-entropy weight.
     gradient_clip_val
         Gradient norm clipping (SIMS: 0.5); None to disable.
+    augment
+        scTab's donor-difference augmentation of the training batches (never of the
+        validation or prediction batches): ``"donor"`` computes the vectors with
+        :func:`~scprint.tabular.augmentation_vectors` on the training cells only (an
+        AnnData is needed; cell types from ``label_key``, donors from ``augment_key``,
+        else ``donor_key``); or precomputed
+        :class:`~scprint.tabular.AugmentationVectors` (reindexed to the model's genes).
+        The provenance records how the vectors were made, not the vectors.
+    augment_key
+        ``obs`` column of the donors (or samples) whose differences make the vectors
+        (default ``donor_key``).
+    augment_prob
+        Probability that a training cell is augmented, per cell and per epoch. scTab
+        augments every training cell (1.0: its training step adds a vector to the whole
+        batch; the paper gives no fraction).
     """
     import lightning.pytorch as pl
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
@@ -653,6 +771,20 @@ def fit(
     if class_weights:
         weights = _class_weights(codes_all[train_rows], len(classes)).tolist()
 
+    vectors, augment_info = _augmentation(
+        augment,
+        data,
+        train_rows=train_rows,
+        label_key=label_key,
+        key=augment_key or donor_key,
+        layer=layer,
+        align=align,
+        model_genes=model_genes,
+        seed=seed,
+    )
+    if vectors is not None:
+        augment_info["prob"] = float(augment_prob)
+
     pl.seed_everything(seed, verbose=False)
     module = TabularModule(
         model_name,
@@ -662,6 +794,9 @@ def fit(
         class_weights=weights,
         optimizer=asdict(opt),
         lambda_sparse=lam,
+        augment=vectors,
+        augment_prob=augment_prob,
+        augment_seed=seed,
     )
     train_ds = CellBatches(source, align.index, train_rows, codes_all)
     val_ds = CellBatches(source, align.index, val_rows, codes_all)
@@ -716,6 +851,7 @@ def fit(
         "optimizer": asdict(opt),
         "lambda_sparse": lam,
         "class_weights": weights,
+        "augment": augment_info,
     }
     clf = TabularClassifier(
         net,
@@ -777,13 +913,53 @@ class Ensemble:
         """Per-class top genes of the members' mean class attributions (genes a member
         does not use count as 0). Single TabNets pick partly arbitrary subsets of
         redundant markers; averaging over seeds makes the lists more stable."""
+        return _top(self.class_attributions(adata, label_key=label_key, **kwargs), n)
+
+    def class_attributions(self, adata, *, label_key: str | None = None, **kwargs) -> pd.DataFrame:
+        """Mean over the members of :meth:`TabularClassifier.class_attributions` (classes x
+        union of the members' genes; a gene a member does not use counts as 0)."""
         frames = [
             c.class_attributions(adata, label_key=label_key, **kwargs) for c in self.classifiers
         ]
         total = frames[0]
         for f in frames[1:]:
             total = total.add(f, fill_value=0.0)
-        return _top(total.fillna(0.0) / len(frames), n)
+        return total.fillna(0.0) / len(frames)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the members to one file (read it back with :meth:`load` or
+        :func:`load_model`)."""
+        payload = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "members": [c._payload() for c in self.classifiers],
+        }
+        _save(payload, path)
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Ensemble:
+        """Read a file written by :meth:`save` (or one classifier's file: an ensemble of 1).
+
+        Raises
+        ------
+        scprint.CheckpointError
+            The file is missing, corrupt, or not a tabular classifier.
+        """
+        payload = _read_payload(path)
+        if "members" not in payload:
+            return cls([_from_payload(TabularClassifier, payload, path)])
+        return cls._from_payload(payload, path)
+
+    @classmethod
+    def _from_payload(cls, payload: dict, path) -> Ensemble:
+        from ..checkpoint import CheckpointError
+
+        members = [_from_payload(TabularClassifier, m, path) for m in payload["members"]]
+        try:
+            return cls(members)
+        except ValueError as e:
+            raise CheckpointError(f"{path}: {e}") from e
 
     def annotate(
         self,

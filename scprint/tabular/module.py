@@ -8,12 +8,16 @@ computed once per epoch with scikit-learn, and two optimiser presets:
 * ``"sctab"``: AdamW, lr 5e-3, weight decay 0.05, StepLR(gamma 0.9, every epoch)
   (scTab's hyperparameter table; its MLP used lr 2e-3 and its linear model lr 5e-4,
   weight decay 0.01).
+
+Optionally, scTab's donor-difference augmentation
+(:class:`~scprint.tabular.augment.AugmentationVectors`) is applied to the normalised
+training batches - never to validation or prediction batches.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import lightning.pytorch as pl
 import numpy as np
@@ -21,6 +25,9 @@ import torch
 import torch.nn.functional as F
 
 from .nn import build_model
+
+if TYPE_CHECKING:
+    from .augment import AugmentationVectors
 
 __all__ = ["OptimizerConfig", "TabularModule"]
 
@@ -74,6 +81,15 @@ class TabularModule(pl.LightningModule):
         :class:`OptimizerConfig` as a dict.
     lambda_sparse
         Weight of the mask-entropy loss (TabNet only).
+    augment
+        Augmentation vectors over ``genes`` (in their order), added to the normalised
+        training batches (:meth:`augment_batch`); None: no augmentation. Not saved in
+        checkpoints.
+    augment_prob
+        Fraction of the training cells augmented (each cell independently); scTab
+        augments every training cell (1.0).
+    augment_seed
+        Seed of the augmentation draws (which cells, which vector, which sign).
     """
 
     def __init__(
@@ -85,11 +101,18 @@ class TabularModule(pl.LightningModule):
         class_weights: list[float] | None = None,
         optimizer: dict | None = None,
         lambda_sparse: float = 0.0,
+        augment: AugmentationVectors | None = None,
+        augment_prob: float = 1.0,
+        augment_seed: int = 0,
     ):
         super().__init__()
         if not genes or not classes:
             raise ValueError("genes and classes must be non-empty lists")
-        self.save_hyperparameters()
+        if not 0.0 <= augment_prob <= 1.0:
+            raise ValueError(f"augment_prob must be in [0, 1], not {augment_prob}")
+        if augment is not None and list(augment.genes) != list(genes):
+            raise ValueError("augment must be over the model's genes: use augment.reindex(genes)")
+        self.save_hyperparameters(ignore=["augment"])
         self.genes, self.classes = list(genes), list(classes)
         self.model = build_model(model_name, len(genes), len(classes), **(model_kwargs or {}))
         self.optim = OptimizerConfig(**(optimizer or {}))
@@ -97,6 +120,27 @@ class TabularModule(pl.LightningModule):
         self.register_buffer("class_weights", w.float())
         self.lambda_sparse = float(lambda_sparse)
         self._val: list[tuple[np.ndarray, np.ndarray]] = []
+        self.augment = augment
+        self.augment_prob = float(augment_prob)
+        self._augment_rng = np.random.default_rng(augment_seed)
+
+    def augment_batch(self, x: torch.Tensor) -> torch.Tensor:
+        """scTab's augmentation of a normalised batch ``x`` (B, G): each cell, with
+        probability ``augment_prob``, gets ``clamp(x ± v, 0, 9)`` for a vector ``v`` drawn
+        from all of :attr:`augment` and a random sign. Returns a new tensor (``x`` is
+        left as it is); ``x`` itself when there is nothing to augment."""
+        if self.augment is None or len(self.augment) == 0 or self.augment_prob == 0.0:
+            return x
+        n = x.shape[0]
+        if self.augment_prob >= 1.0:
+            return self.augment.apply(x, rng=self._augment_rng)  # (B, G)
+        chosen = np.flatnonzero(self._augment_rng.random(n) < self.augment_prob)
+        if chosen.size == 0:
+            return x
+        rows = torch.as_tensor(chosen, device=x.device)
+        out = x.clone()
+        out[rows] = self.augment.apply(x[rows], rng=self._augment_rng)  # (b, G)
+        return out
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.model(x)
@@ -107,6 +151,8 @@ class TabularModule(pl.LightningModule):
         return ce + self.lambda_sparse * out["sparsity_loss"], ce, out
 
     def training_step(self, batch, batch_idx):
+        if self.augment is not None:
+            batch = {**batch, "x": self.augment_batch(batch["x"])}
         loss, ce, _ = self._loss(batch)
         n = len(batch["y"])
         self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=n)
