@@ -147,8 +147,11 @@ def test_linear_explain_is_x_times_weight():
     model = Linear(5, 2)
     x = torch.rand(3, 5)
     target = torch.tensor([0, 1, 1])
-    expected = (x * model.fc.weight[target]).abs()
+    expected = (x * model.fc.weight[target]).clamp_min(0)
     torch.testing.assert_close(model.explain(x, target), expected.detach())
+    with torch.no_grad():
+        model.fc.weight[0] = -1.0  # a gene weighing against class 0 explains nothing of it
+    assert (model.explain(x, torch.zeros(3, dtype=torch.long)) == 0).all()
 
 
 def test_unknown_model():

@@ -336,8 +336,9 @@ class TabularClassifier:
 
         TabNet: the feature masks summed over decision steps, each weighted by the step's
         contribution to the decision, normalised to 1 per cell (TabNet paper). MLP and
-        linear model: |input x gradient| of the predicted class logit (for the linear
-        model, |x W[predicted class]|). Dense: mind the size for many cells.
+        linear model: the positive part of input x gradient of the predicted class logit
+        (for the linear model, max(x W[predicted class], 0): evidence for the class).
+        Dense: mind the size for many cells.
         """
         parts = [
             a

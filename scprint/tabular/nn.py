@@ -353,7 +353,7 @@ class MLP(nn.Module):
         return {"logits": self.head(self.body(x)), "sparsity_loss": x.new_zeros(())}
 
     def explain(self, x: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
-        """|input x gradient| of the target (default: predicted) class logit, (B, F)."""
+        """Positive input x gradient of the target (default: predicted) class logit, (B, F)."""
         return input_x_gradient(self, x, target)
 
 
@@ -368,12 +368,16 @@ class Linear(nn.Module):
         return {"logits": self.fc(x), "sparsity_loss": x.new_zeros(())}
 
     def explain(self, x: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
-        """|x * W[target]| (B, F): input x gradient, exact for a linear model."""
+        """max(x * W[target], 0) (B, F): the positive input x gradient, exact for a linear
+        model."""
         return input_x_gradient(self, x, target)
 
 
 def input_x_gradient(model: nn.Module, x: torch.Tensor, target: torch.Tensor | None = None):
-    """|x * d logit_target / dx| per cell (B, F); target defaults to the predicted class."""
+    """max(x * d logit_target / dx, 0) per cell (B, F): each gene's evidence *for* the
+    target class (default: the predicted class). Genes that argue against the class get 0
+    rather than a large absolute value, so that a highly expressed gene with a negative
+    weight does not rank among the genes explaining the class."""
     with torch.enable_grad():
         x = x.detach().clone().requires_grad_(True)
         logits = model(x)["logits"]  # (B, C)
@@ -381,7 +385,7 @@ def input_x_gradient(model: nn.Module, x: torch.Tensor, target: torch.Tensor | N
             target = logits.argmax(-1)
         picked = logits.gather(1, target.view(-1, 1)).sum()
         (grad,) = torch.autograd.grad(picked, x)
-    return (grad * x).abs().detach()
+    return (grad * x).clamp_min(0).detach()
 
 
 MODELS = {"tabnet": TabNet, "mlp": MLP, "linear": Linear}
