@@ -51,7 +51,6 @@ __all__ = [
     "centralities",
     "encode_enrichment",
     "encode_summary",
-    "encode_targets",
     "enrichment",
     "gene_names",
     "prerank",
@@ -603,35 +602,6 @@ def enrichment(
 # ---------------------------------------------------------------------------- ENCODE
 
 
-def encode_targets(
-    raw: Mapping[str, Sequence[str]] | None = None,
-) -> dict[str, list[str]]:
-    """ENCODE ChIP-seq targets merged per TF.
-
-    Parameters
-    ----------
-    raw
-        Targets keyed ``"TF cell-line"``; default :func:`scdataloader.datasets.tfchip`.
-
-    Returns
-    -------
-    Upper-case target symbols keyed by upper-case TF (the key's first token), the union
-    over its cell lines, first-seen order.
-    """
-    if raw is None:
-        from scdataloader import datasets
-
-        raw = datasets.tfchip()
-    merged: dict[str, dict[str, None]] = {}
-    for key, targets in raw.items():
-        parts = str(key).split()
-        if not parts:
-            continue
-        genes = (str(g).strip().upper() for g in targets)
-        merged.setdefault(parts[0].upper(), {}).update(dict.fromkeys(g for g in genes if g))
-    return {tf: list(genes) for tf, genes in merged.items()}
-
-
 def encode_enrichment(
     net: GeneNetwork,
     targets: Mapping[str, Sequence[str]] | None = None,
@@ -655,8 +625,9 @@ def encode_enrichment(
     net
         The network.
     targets
-        Target symbols by TF, used as given (no key splitting); default
-        :func:`encode_targets` (ENCODE, merged over cell lines).
+        Target symbols by TF, used as given (no key splitting; names compared without
+        case); default :func:`bengrn.truths.encode_targets` (ENCODE, merged over cell
+        lines).
     min_targets
         Fewest targets in the network for a TF to be tested.
     permutations, seed
@@ -675,9 +646,12 @@ def encode_enrichment(
     tested TFs significantly enriched (NaN when none was tested); see
     :func:`encode_summary`.
     """
-    raw = encode_targets() if targets is None else targets
+    if targets is None:
+        from .truths import encode_targets
+
+        targets = encode_targets()
     sets: dict[str, set[str]] = {}
-    for tf, genes in raw.items():
+    for tf, genes in targets.items():
         sets.setdefault(str(tf).strip().upper(), set()).update(
             str(g).strip().upper() for g in genes
         )
