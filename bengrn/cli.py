@@ -104,7 +104,9 @@ def _read_lines(path: str) -> list[str]:
     return lines
 
 
-def most_variable_genes(adata, n: int, *, layer: str | None = None) -> list[str]:
+def most_variable_genes(
+    adata, n: int, *, layer: str | None = None, normalize: bool = True
+) -> list[str]:
     """The ``n`` genes of highest dispersion (variance / mean) of log1p(counts per 10,000),
     among the genes detected in at least one cell; ties by position.
 
@@ -116,17 +118,20 @@ def most_variable_genes(adata, n: int, *, layer: str | None = None) -> list[str]
         How many genes.
     layer
         Layer with the counts.
+    normalize
+        False: the values are already normalised; rank them as they are.
     """
     import scipy.sparse as sp
 
-    x = adata.layers[layer] if layer is not None else adata.X
-    x = sp.csr_matrix(x, dtype=np.float64) if sp.issparse(x) else sp.csr_matrix(np.asarray(x))
-    totals = np.asarray(x.sum(axis=1)).ravel()
-    totals[totals == 0] = 1
-    norm = sp.diags(1e4 / totals) @ x
-    norm.data = np.log1p(norm.data)
-    mean = np.asarray(norm.mean(axis=0)).ravel()
-    sq = np.asarray(norm.multiply(norm).mean(axis=0)).ravel()
+    from scdataloader.preprocess import counts_matrix, log_normalize
+
+    if normalize:
+        norm = log_normalize(adata, layer=layer)
+    else:
+        x = counts_matrix(adata, layer)[0]
+        norm = sp.csr_matrix(x, dtype=np.float64)
+    mean = np.asarray(norm.mean(axis=0), dtype=np.float64).ravel()
+    sq = np.asarray(norm.multiply(norm).mean(axis=0), dtype=np.float64).ravel()
     var = sq - mean**2
     dispersion = np.where(mean > 0, var / np.where(mean > 0, mean, 1), -np.inf)
     order = np.argsort(-dispersion, kind="stable")
@@ -171,7 +176,9 @@ def _select(adata, args: argparse.Namespace):
             logger.warning("%d of the %d listed genes are not in the data", missing, len(wanted))
         return adata, list(adata.var_names[keep])
     if args.n_genes is not None:
-        return adata, most_variable_genes(adata, args.n_genes, layer=args.layer)
+        return adata, most_variable_genes(
+            adata, args.n_genes, layer=args.layer, normalize=not args.no_normalize
+        )
     return adata, None
 
 

@@ -34,6 +34,7 @@ __all__ = [
     "preprocess",
     "is_spatial_assay",
     "counts_matrix",
+    "log_normalize",
     "gene_names",
     "check_unique_genes",
 ]
@@ -468,6 +469,40 @@ def counts_matrix(adata: ad.AnnData, layer: str | None):
             f"layer={layer!r} is not in adata.layers (available: {list(adata.layers)})."
         )
     return adata.layers[layer], f"adata.layers[{layer!r}]"
+
+
+def log_normalize(
+    adata: ad.AnnData, *, layer: str | None = None, target_sum: float = 1e4
+) -> sp.csr_matrix:
+    """The counts of ``adata`` scaled to ``target_sum`` per cell and log1p-transformed.
+
+    Parameters
+    ----------
+    adata
+        Cells x genes; ``X`` (or ``layer``) must hold raw counts.
+    layer
+        Layer holding the counts (``"raw"`` for ``adata.raw.X``); None for ``X``.
+    target_sum
+        Counts per cell after scaling.
+
+    Returns
+    -------
+    float32 CSR matrix ``log1p(target_sum * x / total)``; cells without counts stay zero.
+    ``adata`` is not modified.
+
+    Raises
+    ------
+    CountsError
+        The matrix does not hold raw counts (log-normalised, scaled, negative...).
+    """
+    X, where = counts_matrix(adata, layer)
+    X = validate_counts(X, where=where)
+    X = sp.csr_matrix(X, dtype=np.float32, copy=True)
+    totals = np.asarray(X.sum(axis=1)).ravel()
+    factors = np.divide(target_sum, totals, out=np.zeros_like(totals), where=totals > 0)
+    X = sp.csr_matrix(sp.diags(factors.astype(np.float32)) @ X, dtype=np.float32)
+    np.log1p(X.data, out=X.data)
+    return X
 
 
 def _run_qc(

@@ -49,35 +49,12 @@ CLAMP_MAX = 9.0
 
 
 def normalize_log1p(adata: ad.AnnData, *, layer: str | None = None) -> sp.csr_matrix:
-    """Return the counts of ``adata`` normalised to 10,000 per cell and log1p-transformed.
+    """The counts of ``adata`` normalised to 10,000 per cell and log1p-transformed: float32
+    CSR, cells without counts left at zero (:func:`scdataloader.preprocess.log_normalize`;
+    raises :class:`scdataloader.errors.CountsError` on anything but raw counts)."""
+    from scdataloader.preprocess import log_normalize
 
-    Parameters
-    ----------
-    adata
-        Cells x genes; ``X`` (or ``layer``) must hold raw counts.
-    layer
-        Layer holding the counts (``"raw"`` for ``adata.raw.X``); None for ``X``.
-
-    Returns
-    -------
-    float32 CSR matrix ``log1p(1e4 * x / total)``; cells without counts stay zero.
-
-    Raises
-    ------
-    scdataloader.errors.CountsError
-        The matrix does not hold raw counts (log-normalised, scaled, negative...).
-    """
-    from scdataloader.preprocess import counts_matrix, validate_counts
-
-    X, where = counts_matrix(adata, layer)
-    X = validate_counts(X, where=where)
-    X = sp.csr_matrix(X, dtype=np.float32, copy=True)
-    totals = np.asarray(X.sum(axis=1)).ravel()
-    factors = np.divide(TARGET_SUM, totals, out=np.zeros_like(totals), where=totals > 0)
-    X = sp.diags(factors.astype(np.float32)) @ X
-    X = sp.csr_matrix(X, dtype=np.float32)
-    np.log1p(X.data, out=X.data)
-    return X
+    return log_normalize(adata, layer=layer, target_sum=TARGET_SUM)
 
 
 @dataclass
