@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict
 
 import anndata as ad
 import numpy as np
@@ -10,6 +11,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 import torch
+from sklearn.metrics import f1_score
 
 from scdataloader.errors import CountsError, GeneMappingError, InputError, LabelError
 from scprint.checkpoint import CheckpointError
@@ -23,6 +25,7 @@ from scprint.tabular import (
     fit_temperature_logits,
     split,
 )
+from scprint.tabular.module import LOSS_TIEBREAK
 
 ROD = "retinal rod cell"
 ROD_MARKERS = {"RHO", "GNAT1", "SAG", "PDE6A", "PDE6B", "NRL", "CNGA1", "GNGT1"}
@@ -214,6 +217,111 @@ def test_mlp_and_linear_beat_chance(model, retina_full, genes300):
     else:
         with pytest.raises(TypeError):
             clf.weights()
+
+
+def test_linear_lbfgs_solves_penalised_logistic_regression(retina_full, genes300):
+    # mean CE + l2/2 |W|^2 is sklearn's |W|^2/2 + C sum CE with C = 1 / (l2 n)
+    import lightning.pytorch as pl
+    from sklearn.linear_model import LogisticRegression
+
+    from scprint.tabular.module import OptimizerConfig, TabularModule
+
+    sub = retina_full[:, genes300]
+    depth = np.asarray(retina_full.X.sum(1)).ravel()
+    X = np.log1p(sub.X.toarray() / depth[:, None] * 1e4).astype(np.float32)
+    classes = sorted(set(retina_full.obs["cell_type"].astype(str)))
+    y = np.array([classes.index(c) for c in retina_full.obs["cell_type"].astype(str)])
+    l2 = 1e-2
+    module = TabularModule(
+        "linear", genes=genes300, classes=classes, optimizer=asdict(OptimizerConfig.lbfgs(l2))
+    )
+    data = [{"x": torch.from_numpy(X), "y": torch.from_numpy(y)}]
+    trainer = pl.Trainer(
+        max_epochs=15,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+    )
+    trainer.fit(module, torch.utils.data.DataLoader(data, batch_size=None))
+    with torch.no_grad():
+        ours = torch.softmax(module.model(torch.from_numpy(X))["logits"], -1).numpy()
+    sk = LogisticRegression(C=1 / (l2 * len(y)), max_iter=10_000, tol=1e-10).fit(X, y)
+    assert np.abs(ours - sk.predict_proba(X)).max() < 2e-3
+
+
+def test_early_stopping_keeps_the_best_scored_epoch(retina_full, genes300):
+    clf = fit(
+        retina_full,
+        label_key="cell_type",
+        model="mlp",
+        genes=genes300,
+        max_epochs=8,
+        patience=3,
+        **FAST,
+    )
+    hist = clf.provenance["history"]
+    assert len(hist) == clf.provenance["epochs"] <= 8
+    for h in hist:  # macro F1, ties broken by the validation loss
+        assert h["val_score"] == pytest.approx(h["val_macro_f1"] - LOSS_TIEBREAK * h["val_loss"])
+    best = max(hist, key=lambda h: h["val_score"])
+    assert clf.provenance["best_epoch"] == best["epoch"]
+    # the returned weights are that epoch's: its validation macro F1 is reproduced
+    truth = retina_full.obs["cell_type"].astype(str).to_numpy()[clf.val_rows]
+    pred = clf.predict(retina_full[clf.val_rows]).to_numpy()
+    f1 = f1_score(truth, pred, labels=np.unique(truth), average="macro", zero_division=0)
+    assert f1 == pytest.approx(clf.provenance["best_val_macro_f1"], abs=1e-6)
+
+
+def test_stall_stopping_waits_while_the_loss_falls():
+    from scprint.tabular.module import StallStopping
+
+    def hist(f1s, losses):
+        return [{"val_macro_f1": f, "val_loss": v} for f, v in zip(f1s, losses, strict=True)]
+
+    stop = StallStopping(patience=3)
+    # a lucky F1 spike at epoch 1, then F1 lower but the loss still falling: not stalled
+    assert stop.stalled_for(hist([0.1, 0.5, 0.2, 0.2, 0.3], [2.4, 2.4, 2.3, 2.2, 2.0])) == 0
+    # both flat since epoch 1 (loss changes below the relative delta)
+    assert stop.stalled_for(hist([0.1, 0.5, 0.4, 0.5, 0.3], [2.0, 1.0, 1.0, 0.9995, 1.2])) == 3
+    # an F1 improvement alone resets the count
+    assert stop.stalled_for(hist([0.1, 0.5, 0.4, 0.6], [1.0, 1.1, 1.2, 1.3])) == 0
+    with pytest.raises(ValueError, match="patience"):
+        StallStopping(0)
+
+
+def test_refit_on_training_and_validation_cells(retina_full, genes300):
+    kw = dict(label_key="cell_type", model="linear", genes=genes300, max_epochs=4, **FAST)
+    first = fit(retina_full, patience=4, **kw)
+    clf = fit(retina_full, patience=4, refit=True, **kw)
+    info = clf.provenance["refit"]
+    assert info["n_cells"] == clf.provenance["n_train"] + clf.provenance["n_val"] == 1000
+    assert info["epochs"] == clf.provenance["best_epoch"] + 1
+    assert clf.temperature == pytest.approx(first.temperature)  # fitted before the refit
+    w0, w1 = first.weights().to_numpy(), clf.weights().to_numpy()
+    assert not np.allclose(w0, w1)
+    truth = retina_full.obs["cell_type"].astype(str).to_numpy()
+    assert (clf.predict(retina_full).to_numpy() == truth).mean() > 0.9
+
+
+def test_linear_falls_back_to_minibatches_when_too_large(retina_full, genes300, monkeypatch):
+    from scprint.tabular import api
+
+    monkeypatch.setattr(api, "LBFGS_MAX_VALUES", 1000)
+    clf = fit(
+        retina_full,
+        label_key="cell_type",
+        model="linear",
+        genes=genes300,
+        max_epochs=2,
+        patience=2,
+        optimizer={"l2": 1e-3},
+        **FAST,
+    )
+    opt = clf.provenance["optimizer"]
+    assert opt["name"] == "adamw" and opt["scheduler"] == "step" and opt["l2"] == 1e-3
 
 
 def test_tabnet_sctab_preset_trains(retina_full, genes300):

@@ -50,7 +50,7 @@ from .data import (
 from .data import (
     class_weights as _class_weights,
 )
-from .module import OptimizerConfig, TabularModule
+from .module import OptimizerConfig, StallStopping, TabularModule
 from .nn import TabNetConfig, build_model
 
 if TYPE_CHECKING:
@@ -88,8 +88,14 @@ def _presets() -> dict[str, tuple[str, dict, OptimizerConfig, float]]:
             OptimizerConfig.sctab("mlp"),
             0.0,
         ),
-        "linear": ("linear", {}, OptimizerConfig.sctab("linear"), 0.0),
+        "linear": ("linear", {}, OptimizerConfig.lbfgs(), 0.0),
     }
+
+
+#: The most values (cells x genes) of a full L-BFGS batch: 2.5e8 float32 = 1 GB. Above it
+#: the linear preset trains with scTab's minibatch AdamW instead (logged, and recorded in
+#: the provenance).
+LBFGS_MAX_VALUES = 250_000_000
 
 
 PRESETS = tuple(_presets())
@@ -674,6 +680,7 @@ def fit(
     augment: AugmentationVectors | Literal["donor"] | None = None,
     augment_key: str | None = None,
     augment_prob: float = 1.0,
+    refit: bool = False,
 ) -> TabularClassifier:
     """Train a classifier of ``label_key`` on raw counts.
 
@@ -698,8 +705,13 @@ def fit(
     donor_key
         ``obs`` column of donors: split donor-wise instead of stratified by label.
     max_epochs, batch_size, patience
-        Training length; early stopping on validation macro F1 after ``patience``
-        epochs without improvement (SIMS: 4). The best epoch's weights are kept.
+        Training length; early stopping once neither the validation macro F1 nor the
+        validation loss has improved for ``patience`` epochs (SIMS: patience 4; see
+        :class:`~scprint.tabular.module.StallStopping`). The weights of the epoch with
+        the best validation macro F1 (ties broken by the lower validation loss) are
+        kept. With L-BFGS (the ``linear`` preset) every epoch is one full-batch step
+        and ``batch_size`` is ignored; training sets above :data:`LBFGS_MAX_VALUES`
+        (cells x genes) switch to scTab's minibatch AdamW.
     seed
         Seed of the split, initialisation and batch order.
     class_weights
@@ -713,8 +725,12 @@ def fit(
     calibrate
         Fit the temperature on the validation cells after training.
     model_kwargs, optimizer, lambda_sparse
-        Override the preset's model arguments, :class:`OptimizerConfig` fields or
-        mask-entropy weight.
+        Override the preset's model arguments, :class:`OptimizerConfig` fields (e.g.
+        ``{"name": "adamw", "lr": 5e-4, "scheduler": "step"}``, ``{"l2": 1e-2}``) or
+        mask-entropy weight. The presets: ``tabnet`` Adam (SIMS); ``tabnet-sctab`` and
+        ``mlp`` AdamW with StepLR (scTab); ``linear`` full-batch L-BFGS on the
+        L2-penalised (``l2=5e-3``) weighted cross-entropy, i.e. multinomial logistic
+        regression solved to convergence.
     gradient_clip_val
         Gradient norm clipping (SIMS: 0.5); None to disable.
     augment
@@ -732,9 +748,16 @@ def fit(
         Probability that a training cell is augmented, per cell and per epoch. scTab
         augments every training cell (1.0: its training step adds a vector to the whole
         batch; the paper gives no fraction).
+    refit
+        After early stopping, train a fresh model (same seed) on the training *and*
+        validation cells for as many epochs as the kept one had, and return it: no
+        labelled cell is left out of the final model, which matters for small
+        references and rare classes. The temperature is still the one fitted on the
+        validation cells with the first model (the refit model has seen them);
+        ``provenance["refit"]`` records it.
     """
     import lightning.pytorch as pl
-    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+    from lightning.pytorch.callbacks import ModelCheckpoint
 
     presets = _presets()
     if model not in presets:
@@ -786,21 +809,39 @@ def fit(
     if vectors is not None:
         augment_info["prob"] = float(augment_prob)
 
-    pl.seed_everything(seed, verbose=False)
-    module = TabularModule(
-        model_name,
-        kwargs,
-        genes=model_genes,
-        classes=classes,
-        class_weights=weights,
-        optimizer=asdict(opt),
-        lambda_sparse=lam,
-        augment=vectors,
-        augment_prob=augment_prob,
-        augment_seed=seed,
-    )
+    def new_module(class_weights: list[float] | None) -> TabularModule:
+        pl.seed_everything(seed, verbose=False)
+        return TabularModule(
+            model_name,
+            kwargs,
+            genes=model_genes,
+            classes=classes,
+            class_weights=class_weights,
+            optimizer=asdict(opt),
+            lambda_sparse=lam,
+            augment=vectors,
+            augment_prob=augment_prob,
+            augment_seed=seed,
+        )
+
+    module = new_module(weights)
     train_ds = CellBatches(source, align.index, train_rows, codes_all)
     val_ds = CellBatches(source, align.index, val_rows, codes_all)
+    if opt.name == "lbfgs":
+        if len(train_rows) * len(model_genes) > LBFGS_MAX_VALUES:
+            fallback = OptimizerConfig.sctab(model_name)
+            logger.info(
+                "%d training cells x %d genes is too large for one L-BFGS batch: "
+                "training with minibatch AdamW (lr %g, StepLR) instead",
+                len(train_rows),
+                len(model_genes),
+                fallback.lr,
+            )
+            opt = OptimizerConfig(**{**asdict(fallback), "l2": opt.l2})
+            module.optim = opt
+            module.hparams["optimizer"] = asdict(opt)
+        else:
+            batch_size = len(train_ds)  # full batch: one L-BFGS step per epoch
     drop_last = len(train_ds) % batch_size == 1  # batch norm needs 2 cells
     train_dl = make_loader(train_ds, batch_size, shuffle=True, seed=seed, drop_last=drop_last)
     val_dl = make_loader(val_ds, max(batch_size, 256))
@@ -811,24 +852,23 @@ def fit(
         checkpoint_dir = tmp.name
     best = ModelCheckpoint(
         dirpath=checkpoint_dir,
-        monitor="val_macro_f1",
+        monitor="val_score",
         mode="max",
         save_top_k=1,
         filename="best-{epoch}",
     )
-    stop = EarlyStopping(monitor="val_macro_f1", mode="max", patience=patience)
-    trainer = pl.Trainer(
-        max_epochs=max_epochs,
+    stop = StallStopping(patience)
+    trainer_kwargs = dict(
         accelerator=accelerator,
         devices=1,
         logger=False,
-        callbacks=[best, stop],
         enable_progress_bar=progress,
         enable_model_summary=False,
-        gradient_clip_val=gradient_clip_val,
+        gradient_clip_val=None if opt.name == "lbfgs" else gradient_clip_val,
         num_sanity_val_steps=0,
         deterministic=False,
     )
+    trainer = pl.Trainer(max_epochs=max_epochs, callbacks=[best, stop], **trainer_kwargs)
     try:
         trainer.fit(module, train_dl, val_dl)
         if best.best_model_path:
@@ -838,6 +878,8 @@ def fit(
         if tmp is not None:
             tmp.cleanup()
     net = module.model.cpu().eval()
+    # the epoch the checkpoint kept: the first of the highest validation scores
+    top = max(module.history, key=lambda h: h["val_score"], default=None)
     provenance = {
         "preset": model,
         "label_key": label_key,
@@ -846,9 +888,10 @@ def fit(
         "split": "donor" if donor_key else "stratified",
         "seed": seed,
         "epochs": int(trainer.current_epoch),
-        "best_val_macro_f1": float(best.best_model_score)
-        if best.best_model_score is not None
-        else None,
+        "best_epoch": top["epoch"] if top else None,
+        "best_val_macro_f1": top["val_macro_f1"] if top else None,
+        "best_val_loss": top["val_loss"] if top else None,
+        "history": module.history,
         "optimizer": asdict(opt),
         "lambda_sparse": lam,
         "class_weights": weights,
@@ -868,6 +911,29 @@ def fit(
             logits = torch.cat([net(b["x"])["logits"] for b in make_loader(val_ds, 512)])
         clf.temperature = fit_temperature_logits(logits, torch.from_numpy(codes_all[val_rows]))
         clf.provenance["temperature_fitted_on"] = "validation"
+    if refit:
+        all_rows = np.sort(np.concatenate([train_rows, val_rows]))
+        epochs = top["epoch"] + 1 if top else int(trainer.current_epoch)
+        all_weights = None
+        if class_weights:
+            all_weights = _class_weights(codes_all[all_rows], len(classes)).tolist()
+        module = new_module(all_weights)
+        all_ds = CellBatches(source, align.index, all_rows, codes_all)
+        bs = len(all_ds) if opt.name == "lbfgs" else batch_size
+        all_dl = make_loader(all_ds, bs, shuffle=True, seed=seed, drop_last=len(all_ds) % bs == 1)
+        pl.Trainer(
+            max_epochs=epochs,
+            limit_val_batches=0,
+            enable_checkpointing=False,
+            **trainer_kwargs,
+        ).fit(module, all_dl)
+        clf.model = module.model.cpu().eval()
+        clf.provenance["refit"] = {
+            "n_cells": len(all_rows),
+            "epochs": epochs,
+            "class_weights": all_weights,
+            "temperature": "fitted on the validation cells before the refit",
+        }
     return clf
 
 

@@ -123,6 +123,11 @@ def build_parser(prog: str = "scprint tabular") -> argparse.ArgumentParser:
     p.add_argument("--augment-prob", type=_fraction, default=1.0,
                    help="fraction of training cells augmented (scTab: 1)")  # fmt: skip
     p.add_argument("--no-calibrate", action="store_true", help="keep the temperature at 1")
+    p.add_argument(
+        "--refit",
+        action="store_true",
+        help="after early stopping, retrain on training + validation cells",
+    )
     p.add_argument("--accelerator", default="auto", help="Lightning accelerator")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
@@ -386,6 +391,7 @@ def _fit(args) -> int:
         augment="donor" if args.augment else None,
         augment_key=args.augment_key,
         augment_prob=args.augment_prob,
+        refit=args.refit,
     )
     if args.ensemble > 1:
         seeds = list(range(args.seed, args.seed + args.ensemble))
