@@ -10,6 +10,8 @@
     Zero-shot tasks on an AnnData file (see :mod:`scprint.tasks.cli`).
 ``scprint tabular fit|predict|explain --adata IN.h5ad ...``
     Tabular cell-type classifiers (see :mod:`scprint.tabular.cli`).
+``scprint dge --adata IN.h5ad --groupby COL --condition COL --reference L ... --out DIR``
+    Differential expression per cell type (see :mod:`scprint.tl.cli`; ``dge`` extra).
 """
 
 from __future__ import annotations
@@ -49,6 +51,10 @@ def main(argv: Sequence[str] | None = None) -> int | None:
         from .tabular.cli import main as tabular_main
 
         return tabular_main(argv[1:])
+    if argv and argv[0] == "dge":
+        from .tl.cli import main as dge_main
+
+        return dge_main(argv[1:])
     if argv and argv[0] == "gene-embeddings":
         from .gene_embeddings import main as gene_embeddings_main
 
