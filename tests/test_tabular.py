@@ -293,17 +293,38 @@ def test_stall_stopping_waits_while_the_loss_falls():
 
 
 def test_refit_on_training_and_validation_cells(retina_full, genes300):
-    kw = dict(label_key="cell_type", model="linear", genes=genes300, max_epochs=4, **FAST)
-    first = fit(retina_full, patience=4, **kw)
-    clf = fit(retina_full, patience=4, refit=True, **kw)
+    kw = dict(label_key="cell_type", genes=genes300, max_epochs=4, l2=1e-2, **FAST)
+    first = fit(retina_full, model="linear", patience=4, refit=False, **kw)
+    assert "refit" not in first.provenance
+    clf = fit(retina_full, model="linear", patience=4, **kw)  # the linear preset refits
     info = clf.provenance["refit"]
     assert info["n_cells"] == clf.provenance["n_train"] + clf.provenance["n_val"] == 1000
-    assert info["epochs"] == clf.provenance["best_epoch"] + 1
+    assert info["epochs"] == clf.provenance["best_epoch"] + 1 == clf.provenance["epochs"]
     assert clf.temperature == pytest.approx(first.temperature)  # fitted before the refit
     w0, w1 = first.weights().to_numpy(), clf.weights().to_numpy()
     assert not np.allclose(w0, w1)
     truth = retina_full.obs["cell_type"].astype(str).to_numpy()
     assert (clf.predict(retina_full).to_numpy() == truth).mean() > 0.9
+
+
+def test_linear_chooses_its_l2_penalty_on_validation(retina_full, genes300):
+    from scprint.tabular.api import L2_GRID
+
+    clf = fit(
+        retina_full, label_key="cell_type", model="linear", genes=genes300, max_epochs=5, **FAST
+    )
+    search = clf.provenance["l2_search"]
+    assert [r["l2"] for r in search] == sorted(L2_GRID)
+    # the best validation score wins; among equal scores the stronger penalty
+    best = max(search, key=lambda r: (r["val_score"], r["l2"]))
+    assert clf.provenance["optimizer"]["l2"] == best["l2"]
+    assert clf.provenance["best_val_macro_f1"] == best["val_macro_f1"]
+    assert clf.provenance["refit"]["n_cells"] == 1000
+    one = fit(retina_full, label_key="cell_type", model="linear", genes=genes300,
+              max_epochs=2, l2=0.05, refit=False, **FAST)  # fmt: skip
+    assert one.provenance["l2_search"] is None and one.provenance["optimizer"]["l2"] == 0.05
+    with pytest.raises(ValueError, match="l2"):
+        fit(retina_full, label_key="cell_type", model="linear", genes=genes300, l2=[-1.0, 1.0])
 
 
 def test_linear_falls_back_to_minibatches_when_too_large(retina_full, genes300, monkeypatch):

@@ -92,6 +92,14 @@ def _presets() -> dict[str, tuple[str, dict, OptimizerConfig, float]]:
     }
 
 
+#: The L2 penalties the ``linear`` preset tries (one model each, the best on the
+#: validation cells kept): half-decades from 1e-4 to 0.3. sklearn's default
+#: ``LogisticRegression(C=1)`` is ``l2 = 1 / n_cells`` in this parametrisation.
+L2_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3)
+
+#: Per-preset defaults of :func:`fit`'s ``refit`` and ``l2``.
+PRESET_DEFAULTS: dict[str, dict] = {"linear": {"refit": True, "l2": L2_GRID}}
+
 #: The most values (cells x genes) of a full L-BFGS batch: 2.5e8 float32 = 1 GB. Above it
 #: the linear preset trains with scTab's minibatch AdamW instead (logged, and recorded in
 #: the provenance).
@@ -680,7 +688,8 @@ def fit(
     augment: AugmentationVectors | Literal["donor"] | None = None,
     augment_key: str | None = None,
     augment_prob: float = 1.0,
-    refit: bool = False,
+    refit: bool | None = None,
+    l2: float | Sequence[float] | None = None,
 ) -> TabularClassifier:
     """Train a classifier of ``label_key`` on raw counts.
 
@@ -729,8 +738,8 @@ def fit(
         ``{"name": "adamw", "lr": 5e-4, "scheduler": "step"}``, ``{"l2": 1e-2}``) or
         mask-entropy weight. The presets: ``tabnet`` Adam (SIMS); ``tabnet-sctab`` and
         ``mlp`` AdamW with StepLR (scTab); ``linear`` full-batch L-BFGS on the
-        L2-penalised (``l2=5e-3``) weighted cross-entropy, i.e. multinomial logistic
-        regression solved to convergence.
+        L2-penalised weighted cross-entropy, i.e. multinomial logistic regression
+        solved to convergence, its penalty chosen on the validation cells (``l2``).
     gradient_clip_val
         Gradient norm clipping (SIMS: 0.5); None to disable.
     augment
@@ -754,7 +763,12 @@ def fit(
         labelled cell is left out of the final model, which matters for small
         references and rare classes. The temperature is still the one fitted on the
         validation cells with the first model (the refit model has seen them);
-        ``provenance["refit"]`` records it.
+        ``provenance["refit"]`` records it. None: the preset's choice (``linear``:
+        True, the others: False).
+    l2
+        L2 penalty (:attr:`OptimizerConfig.l2`), or several: one model per value, the
+        best on the validation score is kept (``provenance["l2_search"]`` lists them
+        all). None: the preset's (``linear``: :data:`L2_GRID`, the others: 0).
     """
     import lightning.pytorch as pl
     from lightning.pytorch.callbacks import ModelCheckpoint
@@ -765,6 +779,19 @@ def fit(
     model_name, kwargs, opt, lam = presets[model]
     kwargs = {**kwargs, **(model_kwargs or {})}
     opt = OptimizerConfig(**{**asdict(opt), **(optimizer or {})})
+    defaults = PRESET_DEFAULTS.get(model, {})
+    refit = defaults.get("refit", False) if refit is None else bool(refit)
+    if l2 is None and "l2" not in (optimizer or {}):
+        l2 = defaults.get("l2")
+    l2_grid = None
+    if l2 is not None:
+        values = [float(v) for v in np.atleast_1d(np.asarray(l2, dtype=float))]
+        if not values or any(not np.isfinite(v) or v < 0 for v in values):
+            raise ValueError(f"l2 must be finite and >= 0, not {l2!r}")
+        if len(values) == 1:
+            opt = OptimizerConfig(**{**asdict(opt), "l2": values[0]})
+        else:
+            l2_grid = sorted(set(values))
     lam = lam if lambda_sparse is None else float(lambda_sparse)
 
     source, align, model_genes, labels, donors = _training_data(
@@ -809,7 +836,7 @@ def fit(
     if vectors is not None:
         augment_info["prob"] = float(augment_prob)
 
-    def new_module(class_weights: list[float] | None) -> TabularModule:
+    def new_module(o: OptimizerConfig, class_weights: list[float] | None) -> TabularModule:
         pl.seed_everything(seed, verbose=False)
         return TabularModule(
             model_name,
@@ -817,47 +844,30 @@ def fit(
             genes=model_genes,
             classes=classes,
             class_weights=class_weights,
-            optimizer=asdict(opt),
+            optimizer=asdict(o),
             lambda_sparse=lam,
             augment=vectors,
             augment_prob=augment_prob,
             augment_seed=seed,
         )
 
-    module = new_module(weights)
     train_ds = CellBatches(source, align.index, train_rows, codes_all)
     val_ds = CellBatches(source, align.index, val_rows, codes_all)
+    if opt.name == "lbfgs" and len(train_rows) * len(model_genes) > LBFGS_MAX_VALUES:
+        fallback = OptimizerConfig.sctab(model_name)
+        logger.info(
+            "%d training cells x %d genes is too large for one L-BFGS batch: "
+            "training with minibatch AdamW (lr %g, StepLR) instead",
+            len(train_rows),
+            len(model_genes),
+            fallback.lr,
+        )
+        opt = OptimizerConfig(**{**asdict(fallback), "l2": opt.l2})
     if opt.name == "lbfgs":
-        if len(train_rows) * len(model_genes) > LBFGS_MAX_VALUES:
-            fallback = OptimizerConfig.sctab(model_name)
-            logger.info(
-                "%d training cells x %d genes is too large for one L-BFGS batch: "
-                "training with minibatch AdamW (lr %g, StepLR) instead",
-                len(train_rows),
-                len(model_genes),
-                fallback.lr,
-            )
-            opt = OptimizerConfig(**{**asdict(fallback), "l2": opt.l2})
-            module.optim = opt
-            module.hparams["optimizer"] = asdict(opt)
-        else:
-            batch_size = len(train_ds)  # full batch: one L-BFGS step per epoch
+        batch_size = len(train_ds)  # full batch: one L-BFGS step per epoch
     drop_last = len(train_ds) % batch_size == 1  # batch norm needs 2 cells
     train_dl = make_loader(train_ds, batch_size, shuffle=True, seed=seed, drop_last=drop_last)
     val_dl = make_loader(val_ds, max(batch_size, 256))
-
-    tmp = None
-    if checkpoint_dir is None:
-        tmp = tempfile.TemporaryDirectory(prefix="scprint_tabular_")
-        checkpoint_dir = tmp.name
-    best = ModelCheckpoint(
-        dirpath=checkpoint_dir,
-        monitor="val_score",
-        mode="max",
-        save_top_k=1,
-        filename="best-{epoch}",
-    )
-    stop = StallStopping(patience)
     trainer_kwargs = dict(
         accelerator=accelerator,
         devices=1,
@@ -868,18 +878,57 @@ def fit(
         num_sanity_val_steps=0,
         deterministic=False,
     )
-    trainer = pl.Trainer(max_epochs=max_epochs, callbacks=[best, stop], **trainer_kwargs)
-    try:
-        trainer.fit(module, train_dl, val_dl)
-        if best.best_model_path:
-            state = torch.load(best.best_model_path, map_location="cpu", weights_only=False)
-            module.load_state_dict(state["state_dict"])
-    finally:
-        if tmp is not None:
-            tmp.cleanup()
+
+    def train(o: OptimizerConfig) -> tuple[TabularModule, int, dict | None]:
+        """(module holding the best epoch's weights, epochs run, that epoch's history
+        entry); with L-BFGS the last epoch's (the penalised optimum, reached when neither
+        the validation F1 nor loss moves any more)."""
+        module = new_module(o, weights)
+        tmp, folder = None, checkpoint_dir
+        if folder is not None and l2_grid:
+            folder = Path(folder) / f"l2={o.l2:g}"
+        if folder is None:
+            tmp = tempfile.TemporaryDirectory(prefix="scprint_tabular_")
+            folder = tmp.name
+        best = ModelCheckpoint(
+            dirpath=folder, monitor="val_score", mode="max", save_top_k=1, filename="best-{epoch}"
+        )
+        trainer = pl.Trainer(
+            max_epochs=max_epochs, callbacks=[best, StallStopping(patience)], **trainer_kwargs
+        )
+        try:
+            trainer.fit(module, train_dl, val_dl)
+            if o.name == "lbfgs":  # a convex fit: keep the converged weights, not an epoch
+                return module, int(trainer.current_epoch), (module.history or [None])[-1]
+            if best.best_model_path:
+                state = torch.load(best.best_model_path, map_location="cpu", weights_only=False)
+                module.load_state_dict(state["state_dict"])
+        finally:
+            if tmp is not None:
+                tmp.cleanup()
+        # the epoch the checkpoint kept: the first of the highest validation scores
+        top = max(module.history, key=lambda h: h["val_score"], default=None)
+        return module, int(trainer.current_epoch), top
+
+    search = None
+    if l2_grid:
+        runs = []
+        for value in l2_grid:
+            o = OptimizerConfig(**{**asdict(opt), "l2": float(value)})
+            runs.append((o, *train(o)))
+        search = [
+            {"l2": o.l2, "epochs": n, **({k: t[k] for k in t} if t else {})} for o, _, n, t in runs
+        ]
+        # the best validation score; among ties the strongest penalty (the simplest model)
+        order = sorted(
+            range(len(runs)),
+            key=lambda i: (-(runs[i][3] or {}).get("val_score", -np.inf), -runs[i][0].l2),
+        )
+        opt, module, n_epochs, top = runs[order[0]]
+        logger.info("L2 penalty chosen on the validation cells: %g", opt.l2)
+    else:
+        module, n_epochs, top = train(opt)
     net = module.model.cpu().eval()
-    # the epoch the checkpoint kept: the first of the highest validation scores
-    top = max(module.history, key=lambda h: h["val_score"], default=None)
     provenance = {
         "preset": model,
         "label_key": label_key,
@@ -887,12 +936,13 @@ def fit(
         "n_val": len(val_rows),
         "split": "donor" if donor_key else "stratified",
         "seed": seed,
-        "epochs": int(trainer.current_epoch),
+        "epochs": n_epochs,
         "best_epoch": top["epoch"] if top else None,
         "best_val_macro_f1": top["val_macro_f1"] if top else None,
         "best_val_loss": top["val_loss"] if top else None,
         "history": module.history,
         "optimizer": asdict(opt),
+        "l2_search": search,
         "lambda_sparse": lam,
         "class_weights": weights,
         "augment": augment_info,
@@ -913,11 +963,11 @@ def fit(
         clf.provenance["temperature_fitted_on"] = "validation"
     if refit:
         all_rows = np.sort(np.concatenate([train_rows, val_rows]))
-        epochs = top["epoch"] + 1 if top else int(trainer.current_epoch)
+        epochs = top["epoch"] + 1 if top else n_epochs
         all_weights = None
         if class_weights:
             all_weights = _class_weights(codes_all[all_rows], len(classes)).tolist()
-        module = new_module(all_weights)
+        module = new_module(opt, all_weights)
         all_ds = CellBatches(source, align.index, all_rows, codes_all)
         bs = len(all_ds) if opt.name == "lbfgs" else batch_size
         all_dl = make_loader(all_ds, bs, shuffle=True, seed=seed, drop_last=len(all_ds) % bs == 1)

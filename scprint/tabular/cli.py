@@ -125,8 +125,10 @@ def build_parser(prog: str = "scprint tabular") -> argparse.ArgumentParser:
     p.add_argument("--no-calibrate", action="store_true", help="keep the temperature at 1")
     p.add_argument(
         "--refit",
-        action="store_true",
-        help="after early stopping, retrain on training + validation cells",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="after early stopping, retrain on training + validation cells "
+        "(default: the preset's choice; linear refits)",
     )
     p.add_argument("--accelerator", default="auto", help="Lightning accelerator")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
