@@ -46,8 +46,13 @@ Methods:
 ours (``tabnet``, ``tabnet-sctab``, ``mlp``, ``linear``)
     ``scprint.tabular.fit(train_fold, label_key=..., model=..., genes=..., val_size,
     max_epochs, batch_size, patience, seed, accelerator="cpu")``, then ``predict`` on the
-    test fold. Early stopping on validation macro F1; inverse-frequency class weights;
-    gradient clipping 0.5; the validation temperature does not change the argmax.
+    test fold, each preset as a user gets it: a plain torch training loop (no Lightning
+    import); early stopping once neither the validation macro F1 nor the validation loss
+    has improved for ``patience`` epochs, the best-F1 epoch kept; inverse-frequency class
+    weights; gradient clipping 0.5; the validation temperature does not change the
+    argmax. ``linear`` is multinomial logistic regression solved by full-batch L-BFGS
+    with its L2 penalty chosen on the validation cells among 8 values (1e-4 to 0.3),
+    then refit on the whole training fold (the preset's defaults).
 ``logreg``
     ``LogisticRegression(C=1.0, max_iter=1000, class_weight="balanced")`` (lbfgs,
     multinomial); the balanced weights are the same inverse-frequency formula as ours.

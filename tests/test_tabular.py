@@ -224,7 +224,8 @@ def test_linear_lbfgs_solves_penalised_logistic_regression(retina_full, genes300
     import lightning.pytorch as pl
     from sklearn.linear_model import LogisticRegression
 
-    from scprint.tabular.module import OptimizerConfig, TabularModule
+    from scprint.tabular.lightning import TabularModule
+    from scprint.tabular.module import OptimizerConfig
 
     sub = retina_full[:, genes300]
     depth = np.asarray(retina_full.X.sum(1)).ravel()
@@ -250,6 +251,34 @@ def test_linear_lbfgs_solves_penalised_logistic_regression(retina_full, genes300
         ours = torch.softmax(module.model(torch.from_numpy(X))["logits"], -1).numpy()
     sk = LogisticRegression(C=1 / (l2 * len(y)), max_iter=10_000, tol=1e-10).fit(X, y)
     assert np.abs(ours - sk.predict_proba(X)).max() < 2e-3
+    clf = module.classifier()  # the Lightning-trained task as a classifier
+    assert clf.classes == classes and clf.weights().shape == (300, 11)
+
+
+def test_macro_f1_matches_sklearn():
+    from scprint.tabular.module import macro_f1
+
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        y, p = rng.integers(0, 6, 200), rng.integers(0, 7, 200)
+        ref = f1_score(y, p, labels=np.unique(y), average="macro", zero_division=0)
+        assert macro_f1(y, p) == pytest.approx(ref)
+
+
+def test_fit_does_not_import_lightning(retina_path):
+    # Lightning's import alone is ~110 MB of resident memory: fit() trains without it
+    import subprocess
+    import sys
+
+    code = f"""
+import sys, anndata as ad, numpy as np
+from scprint.tabular import fit
+a = ad.read_h5ad({str(retina_path)!r})
+genes = a.var_names[np.argsort(-np.asarray(a.X.sum(0)).ravel())[:100]].tolist()
+fit(a, label_key="cell_type", genes=genes, model="mlp", max_epochs=1, progress=False)
+assert not any(m.split(".")[0] == "lightning" for m in sys.modules), "lightning imported"
+"""
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
 
 
 def test_early_stopping_keeps_the_best_scored_epoch(retina_full, genes300):
@@ -493,13 +522,13 @@ def test_backed_anndata_predicts_like_in_memory(clf, retina_path, retina_full):
 
 def _module_with_vectors(prob: float, seed: int = 0):
     from scprint.tabular import AugmentationVectors
-    from scprint.tabular.module import TabularModule
+    from scprint.tabular.module import TabularTask
 
     genes = [f"g{i}" for i in range(6)]
     vectors = AugmentationVectors(
         np.full((3, 6), 0.5, dtype=np.float32), genes, ["a", "b", "a"], [("d1", "d2")] * 3
     )
-    return TabularModule(
+    return TabularTask(
         "linear",
         genes=genes,
         classes=["a", "b"],
@@ -509,15 +538,14 @@ def _module_with_vectors(prob: float, seed: int = 0):
     )
 
 
-@pytest.mark.filterwarnings("ignore:You are trying to `self.log")
 def test_module_augments_training_batches_only():
     module = _module_with_vectors(1.0)
     seen = []
     module.model.register_forward_pre_hook(lambda m, args: seen.append(args[0].clone()))
     x = torch.full((8, 6), 2.0)  # (B, G), away from the [0, 9] bounds
     batch = {"x": x.clone(), "y": torch.zeros(8, dtype=torch.int64), "index": torch.arange(8)}
-    module.training_step(batch, 0)
-    module.validation_step(batch, 0)
+    module.training_loss(batch)
+    module._loss(batch)
     trained, validated = seen
     assert torch.equal(batch["x"], x)  # the batch itself is left as it is
     np.testing.assert_allclose((trained - x).abs().numpy(), 0.5)  # every cell: ±v
@@ -537,18 +565,18 @@ def test_module_augments_training_batches_only():
 
 def test_fit_with_donor_augmentation(wu2020, monkeypatch):
     from scprint.tabular.data import CellBatches, adata_genes
-    from scprint.tabular.module import TabularModule
+    from scprint.tabular.module import TabularTask
 
     total = np.asarray(wu2020.X.sum(0)).ravel()
     genes = wu2020.var_names[np.argsort(-total)[:500]].tolist()
     seen = {"train": [], "val": []}
-    loss = TabularModule._loss
+    loss = TabularTask._loss
 
     def spy(self, batch):
         seen["train" if self.training else "val"].append((batch["index"], batch["x"].clone()))
         return loss(self, batch)
 
-    monkeypatch.setattr(TabularModule, "_loss", spy)
+    monkeypatch.setattr(TabularTask, "_loss", spy)
     clf = fit(
         wu2020,
         label_key="cluster_orig",
@@ -558,6 +586,8 @@ def test_fit_with_donor_augmentation(wu2020, monkeypatch):
         max_epochs=2,
         patience=2,
         augment="donor",
+        l2=1e-3,
+        refit=False,  # the refit trains on the validation cells too
         **FAST,
     )
     info = clf.provenance["augment"]

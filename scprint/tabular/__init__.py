@@ -1,8 +1,9 @@
 """Tabular cell-type classifiers: SIMS (TabNet, sparsemax), scTab (TabNet, entmax-1.5,
 one step), an MLP and a linear model, on (1e4, log1p)-normalised counts.
 
-``scprint.tabular.nn`` is plain torch, ``module`` the Lightning training plan, ``data``
-the counts-to-batches layer and ``api`` the AnnData-facing functions re-exported here;
+``scprint.tabular.nn`` holds the models, ``module`` the training plan (plain torch;
+``lightning`` wraps it for a Lightning Trainer), ``data`` the counts-to-batches layer and
+``api`` the AnnData-facing functions re-exported here;
 ``evaluate`` (ontology-aware metrics), ``augment`` (scTab's donor-difference vectors) and
 ``selection`` (scaLR's chunked feature selection, biomarkers, gene recall curves).
 """

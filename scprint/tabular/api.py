@@ -50,7 +50,7 @@ from .data import (
 from .data import (
     class_weights as _class_weights,
 )
-from .module import OptimizerConfig, StallStopping, TabularModule
+from .module import OptimizerConfig, TabularTask, device_of, seed_all, train_task
 from .nn import TabNetConfig, build_model
 
 if TYPE_CHECKING:
@@ -662,6 +662,19 @@ def _augmentation(
     return vectors, info
 
 
+def _save_state(task: TabularTask, path: Path) -> None:
+    """Write the task's weights and hyperparameters to ``path`` atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save({"state_dict": task.state_dict(), "hparams": task.hparams}, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
 def fit(
     data,
     *,
@@ -726,11 +739,14 @@ def fit(
     class_weights
         Weight the cross-entropy by inverse class frequency (scTab's formula).
     checkpoint_dir
-        Where Lightning writes the best checkpoint (default: a temporary folder).
+        A folder to write the kept weights to (``best.pt``; one file per L2 value when
+        several are tried); None (default): kept in memory only.
     accelerator
-        Lightning accelerator.
+        ``"auto"`` (CUDA when available), ``"cpu"``, ``"gpu"`` / ``"cuda"`` or ``"mps"``.
+        Training runs in a plain torch loop (:func:`~scprint.tabular.module.train_task`);
+        for Lightning's Trainer (several devices) see :mod:`scprint.tabular.lightning`.
     progress
-        Show Lightning's progress bar.
+        Show a progress bar over the epochs.
     calibrate
         Fit the temperature on the validation cells after training.
     model_kwargs, optimizer, lambda_sparse
@@ -770,9 +786,6 @@ def fit(
         best on the validation score is kept (``provenance["l2_search"]`` lists them
         all). None: the preset's (``linear``: :data:`L2_GRID`, the others: 0).
     """
-    import lightning.pytorch as pl
-    from lightning.pytorch.callbacks import ModelCheckpoint
-
     presets = _presets()
     if model not in presets:
         raise ValueError(f"unknown model {model!r}; choose one of {list(presets)}")
@@ -836,9 +849,9 @@ def fit(
     if vectors is not None:
         augment_info["prob"] = float(augment_prob)
 
-    def new_module(o: OptimizerConfig, class_weights: list[float] | None) -> TabularModule:
-        pl.seed_everything(seed, verbose=False)
-        return TabularModule(
+    def new_task(o: OptimizerConfig, class_weights: list[float] | None) -> TabularTask:
+        seed_all(seed)
+        return TabularTask(
             model_name,
             kwargs,
             genes=model_genes,
@@ -868,47 +881,25 @@ def fit(
     drop_last = len(train_ds) % batch_size == 1  # batch norm needs 2 cells
     train_dl = make_loader(train_ds, batch_size, shuffle=True, seed=seed, drop_last=drop_last)
     val_dl = make_loader(val_ds, max(batch_size, 256))
-    trainer_kwargs = dict(
-        accelerator=accelerator,
-        devices=1,
-        logger=False,
-        enable_progress_bar=progress,
-        enable_model_summary=False,
+    device = device_of(accelerator)
+    loop = dict(
+        patience=patience,
         gradient_clip_val=None if opt.name == "lbfgs" else gradient_clip_val,
-        num_sanity_val_steps=0,
-        deterministic=False,
+        device=device,
+        progress=progress,
     )
 
-    def train(o: OptimizerConfig) -> tuple[TabularModule, int, dict | None]:
-        """(module holding the best epoch's weights, epochs run, that epoch's history
+    def train(o: OptimizerConfig) -> tuple[TabularTask, int, dict | None]:
+        """(task holding the best epoch's weights, epochs run, that epoch's history
         entry); with L-BFGS the last epoch's (the penalised optimum, reached when neither
         the validation F1 nor loss moves any more)."""
-        module = new_module(o, weights)
-        tmp, folder = None, checkpoint_dir
-        if folder is not None and l2_grid:
-            folder = Path(folder) / f"l2={o.l2:g}"
-        if folder is None:
-            tmp = tempfile.TemporaryDirectory(prefix="scprint_tabular_")
-            folder = tmp.name
-        best = ModelCheckpoint(
-            dirpath=folder, monitor="val_score", mode="max", save_top_k=1, filename="best-{epoch}"
-        )
-        trainer = pl.Trainer(
-            max_epochs=max_epochs, callbacks=[best, StallStopping(patience)], **trainer_kwargs
-        )
-        try:
-            trainer.fit(module, train_dl, val_dl)
-            if o.name == "lbfgs":  # a convex fit: keep the converged weights, not an epoch
-                return module, int(trainer.current_epoch), (module.history or [None])[-1]
-            if best.best_model_path:
-                state = torch.load(best.best_model_path, map_location="cpu", weights_only=False)
-                module.load_state_dict(state["state_dict"])
-        finally:
-            if tmp is not None:
-                tmp.cleanup()
-        # the epoch the checkpoint kept: the first of the highest validation scores
-        top = max(module.history, key=lambda h: h["val_score"], default=None)
-        return module, int(trainer.current_epoch), top
+        task = new_task(o, weights)
+        keep = "last" if o.name == "lbfgs" else "best"
+        result = train_task(task, train_dl, val_dl, max_epochs=max_epochs, keep=keep, **loop)
+        if checkpoint_dir is not None:
+            name = f"best-l2={o.l2:g}.pt" if l2_grid else "best.pt"
+            _save_state(task, Path(checkpoint_dir) / name)
+        return task, result.epochs, result.kept
 
     search = None
     if l2_grid:
@@ -924,11 +915,11 @@ def fit(
             range(len(runs)),
             key=lambda i: (-(runs[i][3] or {}).get("val_score", -np.inf), -runs[i][0].l2),
         )
-        opt, module, n_epochs, top = runs[order[0]]
+        opt, task, n_epochs, top = runs[order[0]]
         logger.info("L2 penalty chosen on the validation cells: %g", opt.l2)
     else:
-        module, n_epochs, top = train(opt)
-    net = module.model.cpu().eval()
+        task, n_epochs, top = train(opt)
+    net = task.model.cpu().eval()
     provenance = {
         "preset": model,
         "label_key": label_key,
@@ -940,7 +931,7 @@ def fit(
         "best_epoch": top["epoch"] if top else None,
         "best_val_macro_f1": top["val_macro_f1"] if top else None,
         "best_val_loss": top["val_loss"] if top else None,
-        "history": module.history,
+        "history": task.history,
         "optimizer": asdict(opt),
         "l2_search": search,
         "lambda_sparse": lam,
@@ -967,17 +958,12 @@ def fit(
         all_weights = None
         if class_weights:
             all_weights = _class_weights(codes_all[all_rows], len(classes)).tolist()
-        module = new_module(opt, all_weights)
+        task = new_task(opt, all_weights)
         all_ds = CellBatches(source, align.index, all_rows, codes_all)
         bs = len(all_ds) if opt.name == "lbfgs" else batch_size
         all_dl = make_loader(all_ds, bs, shuffle=True, seed=seed, drop_last=len(all_ds) % bs == 1)
-        pl.Trainer(
-            max_epochs=epochs,
-            limit_val_batches=0,
-            enable_checkpointing=False,
-            **trainer_kwargs,
-        ).fit(module, all_dl)
-        clf.model = module.model.cpu().eval()
+        train_task(task, all_dl, [], max_epochs=epochs, keep="last", **loop)
+        clf.model = task.model.cpu().eval()
         clf.provenance["refit"] = {
             "n_cells": len(all_rows),
             "epochs": epochs,

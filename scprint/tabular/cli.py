@@ -130,7 +130,7 @@ def build_parser(prog: str = "scprint tabular") -> argparse.ArgumentParser:
         help="after early stopping, retrain on training + validation cells "
         "(default: the preset's choice; linear refits)",
     )
-    p.add_argument("--accelerator", default="auto", help="Lightning accelerator")
+    p.add_argument("--accelerator", default="auto", help="auto, cpu, gpu or mps")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
     p = sub.add_parser("predict", help="probabilities, labels, plots (and a report)")

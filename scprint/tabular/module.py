@@ -1,8 +1,14 @@
-"""The Lightning training plan of the tabular classifiers.
+"""The training plan of the tabular classifiers, in plain torch.
 
-Weighted cross-entropy (+ ``lambda_sparse`` x TabNet's mask entropy, + an optional L2
-penalty), validation macro F1 computed once per epoch with scikit-learn, and the
-optimiser presets:
+:class:`TabularTask` holds a model with its loss - weighted cross-entropy (+
+``lambda_sparse`` x TabNet's mask entropy, + an optional L2 penalty) - its optimiser and
+the optional augmentation; :func:`train_task` runs the epochs (validation macro F1 once
+per epoch, early stopping, the best epoch kept in memory). :func:`~scprint.tabular.fit`
+uses them directly: training a classifier does not import Lightning, whose import alone
+costs about 110 MB of resident memory. :class:`scprint.tabular.lightning.TabularModule`
+wraps the same task for a Lightning ``Trainer`` (accelerators, several devices).
+
+The optimiser presets:
 
 * ``"sims"``: Adam, lr 0.01, weight decay 1e-3, learning rate x0.75 when the validation
   loss has not improved for 20 epochs (SIMS thesis, Methods).
@@ -27,21 +33,33 @@ training batches - never to validation or prediction batches.
 
 from __future__ import annotations
 
+import copy
+import logging
+import random
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Literal
 
-import lightning.pytorch as pl
 import numpy as np
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.callbacks import Callback
+from torch import nn
 
 from .nn import build_model
 
 if TYPE_CHECKING:
     from .augment import AugmentationVectors
 
-__all__ = ["LOSS_TIEBREAK", "OptimizerConfig", "StallStopping", "TabularModule"]
+__all__ = [
+    "LOSS_TIEBREAK",
+    "OptimizerConfig",
+    "StallStopping",
+    "TabularTask",
+    "TrainResult",
+    "macro_f1",
+    "train_task",
+]
+
+logger = logging.getLogger(__name__)
 
 LOSS_TIEBREAK = 1e-4
 
@@ -90,8 +108,9 @@ class OptimizerConfig:
         return cls(name="lbfgs", lr=1.0, weight_decay=0.0, scheduler="none", l2=l2)
 
 
-class TabularModule(pl.LightningModule):
-    """Trains one of :mod:`scprint.tabular.nn`'s models on batches of ``x``, ``y``.
+class TabularTask(nn.Module):
+    """One of :mod:`scprint.tabular.nn`'s models with its loss, optimiser and augmentation,
+    trained on batches ``{"x": (B, G) normalised, "y": (B,) codes}``.
 
     Parameters
     ----------
@@ -140,14 +159,23 @@ class TabularModule(pl.LightningModule):
             raise ValueError(f"augment_prob must be in [0, 1], not {augment_prob}")
         if augment is not None and list(augment.genes) != list(genes):
             raise ValueError("augment must be over the model's genes: use augment.reindex(genes)")
-        self.save_hyperparameters(ignore=["augment"])
+        self.hparams = {
+            "model_name": model_name,
+            "model_kwargs": dict(model_kwargs or {}),
+            "genes": list(genes),
+            "classes": list(classes),
+            "class_weights": class_weights,
+            "optimizer": dict(optimizer or {}),
+            "lambda_sparse": float(lambda_sparse),
+            "augment_prob": float(augment_prob),
+            "augment_seed": int(augment_seed),
+        }
         self.genes, self.classes = list(genes), list(classes)
         self.model = build_model(model_name, len(genes), len(classes), **(model_kwargs or {}))
         self.optim = OptimizerConfig(**(optimizer or {}))
         w = torch.ones(len(classes)) if class_weights is None else torch.tensor(class_weights)
         self.register_buffer("class_weights", w.float())
         self.lambda_sparse = float(lambda_sparse)
-        self._val: list[tuple[np.ndarray, np.ndarray, float]] = []
         self.history: list[dict] = []  # one entry per validation epoch
         self.augment = augment
         self.augment_prob = float(augment_prob)
@@ -184,77 +212,58 @@ class TabularModule(pl.LightningModule):
         sq = sum((p.pow(2).sum() for p in self.model.parameters() if p.dim() > 1), start=0.0)
         return 0.5 * self.optim.l2 * sq
 
-    def training_step(self, batch, batch_idx):
+    def training_loss(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss to minimise, cross-entropy) of a training batch: augmented when
+        augmentation is on, plus the L2 penalty."""
         if self.augment is not None:
             batch = {**batch, "x": self.augment_batch(batch["x"])}
         loss, ce, _ = self._loss(batch)
         if self.optim.l2 > 0:
             loss = loss + self.l2_penalty()
-        n = len(batch["y"])
-        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=n)
-        self.log("train_ce", ce, on_step=False, on_epoch=True, batch_size=n)
-        return loss
+        return loss, ce
 
-    def validation_step(self, batch, batch_idx):
-        loss, _, out = self._loss(batch)
-        self.log("val_loss", loss, on_epoch=True, batch_size=len(batch["y"]))
-        pred = out["logits"].argmax(-1)
-        n = len(batch["y"])
-        self._val.append((batch["y"].cpu().numpy(), pred.cpu().numpy(), float(loss) * n))
-
-    def on_validation_epoch_start(self):
-        self._val = []
-
-    def on_validation_epoch_end(self):
-        from sklearn.metrics import accuracy_score, f1_score
-
-        if not self._val:
-            return
-        y = np.concatenate([a for a, _, _ in self._val])
-        p = np.concatenate([b for _, b, _ in self._val])
-        labels = np.unique(y)  # macro over the classes of the validation set
-        f1 = float(f1_score(y, p, labels=labels, average="macro", zero_division=0))
-        loss = sum(c for _, _, c in self._val) / len(y)  # the batches' mean loss, cell-weighted
-        score = f1 - LOSS_TIEBREAK * loss if np.isfinite(loss) else f1
-        self.log("val_macro_f1", f1, prog_bar=True)
-        self.log("val_accuracy", float(accuracy_score(y, p)))
-        self.log("val_score", score)
-        if not self.trainer.sanity_checking:
-            self.history.append(
-                {"epoch": int(self.current_epoch), "val_macro_f1": f1, "val_loss": loss,
-                 "val_score": score}
-            )  # fmt: skip
-
-    def configure_optimizers(self):
+    def make_optimizer(self):
+        """(optimiser, scheduler or None, ``"epoch"`` or ``"plateau"`` or None)."""
         o = self.optim
         if o.name == "lbfgs":
-            return torch.optim.LBFGS(
+            opt = torch.optim.LBFGS(
                 self.parameters(),
                 lr=o.lr,
                 max_iter=o.lbfgs_iter,
                 history_size=10,
                 line_search_fn="strong_wolfe",
             )
+            return opt, None, None
         cls = torch.optim.Adam if o.name == "adam" else torch.optim.AdamW
         opt = cls(self.parameters(), lr=o.lr, weight_decay=o.weight_decay)
         if o.scheduler == "step":
-            sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=o.step_gamma)
-            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+            return opt, torch.optim.lr_scheduler.StepLR(opt, 1, gamma=o.step_gamma), "epoch"
         if o.scheduler == "plateau":
             sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
                 opt, mode="min", factor=o.plateau_factor, patience=o.plateau_patience
             )
-            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val_loss"}}
-        return opt
+            return opt, sched, "plateau"
+        return opt, None, None
 
     def config(self) -> dict:
         return {"optimizer": asdict(self.optim), "lambda_sparse": self.lambda_sparse}
 
 
-class StallStopping(Callback):
+def macro_f1(y: np.ndarray, pred: np.ndarray) -> float:
+    """Macro F1 over the classes present in ``y`` (scikit-learn's ``f1_score(average=
+    "macro", labels=unique(y), zero_division=0)``), without importing scikit-learn."""
+    f1s = []
+    for c in np.unique(y):
+        tp = np.sum((pred == c) & (y == c))
+        denom = np.sum(pred == c) + np.sum(y == c)
+        f1s.append(2.0 * tp / denom if denom else 0.0)
+    return float(np.mean(f1s)) if f1s else 0.0
+
+
+class StallStopping:
     """Stop when neither the validation macro F1 nor the validation loss has improved for
     ``patience`` epochs (F1: any increase; loss: a relative decrease of at least
-    ``loss_rel_delta``). Reads :attr:`TabularModule.history`."""
+    ``loss_rel_delta``); ``history`` is :attr:`TabularTask.history`."""
 
     def __init__(self, patience: int, loss_rel_delta: float = 1e-3):
         if patience < 1:
@@ -276,9 +285,154 @@ class StallStopping(Callback):
                 last = i
         return len(history) - 1 - last
 
-    def on_validation_end(self, trainer, pl_module) -> None:
-        if trainer.sanity_checking or not pl_module.history:
-            return
-        if self.stalled_for(pl_module.history) >= self.patience:
-            trainer.should_stop = True
-            self.stopped_epoch = int(trainer.current_epoch)
+    def __call__(self, history: list[dict]) -> bool:
+        """True when training should stop."""
+        return bool(history) and self.stalled_for(history) >= self.patience
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train_task` did: ``epochs`` run, the ``kept`` history entry (the best
+    epoch's, or the last one's), and whether the weights are the ``best`` or ``last``."""
+
+    epochs: int
+    kept: dict | None
+    which: Literal["best", "last"]
+
+
+def seed_all(seed: int) -> None:
+    """Seed Python and torch (CPU and CUDA); numpy draws here use explicit generators."""
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def device_of(accelerator: str) -> torch.device:
+    """``"auto"`` (CUDA when available), ``"cpu"``, ``"gpu"`` / ``"cuda"`` or ``"mps"``."""
+    acc = accelerator.lower()
+    if acc == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if acc in ("gpu", "cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"accelerator={accelerator!r} but CUDA is not available")
+        return torch.device("cuda")
+    if acc in ("cpu", "mps"):
+        return torch.device(acc)
+    raise ValueError(f"accelerator must be auto, cpu, gpu, cuda or mps, not {accelerator!r}")
+
+
+def _to(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def train_task(
+    task: TabularTask,
+    train_batches,
+    val_batches,
+    *,
+    max_epochs: int,
+    patience: int,
+    gradient_clip_val: float | None = None,
+    device: torch.device | str = "cpu",
+    keep: Literal["best", "last"] = "best",
+    progress: bool = False,
+) -> TrainResult:
+    """Train ``task`` for at most ``max_epochs`` epochs over ``train_batches`` (an iterable
+    of batches, re-iterated each epoch), validating on ``val_batches`` after each.
+
+    Each epoch appends ``{"epoch", "train_loss", "val_macro_f1", "val_loss",
+    "val_score"}`` to ``task.history``; ``val_score`` is the macro F1 minus
+    :data:`LOSS_TIEBREAK` x the validation loss. Training stops early by
+    :class:`StallStopping` (``patience``). ``keep="best"`` restores the weights of the
+    first epoch with the highest ``val_score`` (kept in memory, never written);
+    ``"last"`` leaves the last epoch's (a convex fit run to convergence). Gradient norms
+    are clipped to ``gradient_clip_val`` (not with L-BFGS). The task is left in eval
+    mode on the CPU.
+    """
+    device = torch.device(device)
+    task.to(device)
+    opt, sched, interval = task.make_optimizer()
+    lbfgs = task.optim.name == "lbfgs"
+    stop = StallStopping(patience)
+    best_state, best_score, kept = None, -np.inf, None
+    epochs = range(max_epochs)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=max_epochs, desc="training", unit="epoch", leave=False)
+    n_run = 0
+    try:
+        for epoch in epochs:
+            task.train()
+            total, n_cells = 0.0, 0
+            for batch in train_batches:
+                batch = _to(batch, device)
+                if lbfgs:
+
+                    def closure(batch=batch):
+                        opt.zero_grad()
+                        loss, _ = task.training_loss(batch)
+                        loss.backward()
+                        return loss
+
+                    loss = opt.step(closure)
+                else:
+                    opt.zero_grad(set_to_none=True)
+                    loss, _ = task.training_loss(batch)
+                    loss.backward()
+                    if gradient_clip_val:
+                        torch.nn.utils.clip_grad_norm_(task.parameters(), gradient_clip_val)
+                    opt.step()
+                total += float(loss) * len(batch["y"])
+                n_cells += len(batch["y"])
+            n_run = epoch + 1
+            entry = {"epoch": epoch, "train_loss": total / max(n_cells, 1)}
+            entry.update(evaluate_task(task, val_batches, device))
+            if entry["val_macro_f1"] is None:  # no validation cells: train to max_epochs
+                task.history.append(entry)
+                kept = entry
+                continue
+            task.history.append(entry)
+            if sched is not None:
+                sched.step(entry["val_loss"]) if interval == "plateau" else sched.step()
+            if keep == "best" and entry["val_score"] > best_score:
+                best_score, kept = entry["val_score"], entry
+                best_state = {k: v.detach().clone() for k, v in task.state_dict().items()}
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(val_f1=f"{entry['val_macro_f1']:.3f}")
+            if stop(task.history):
+                break
+    finally:
+        if bar is not None:
+            bar.close()
+    if keep == "best" and best_state is not None:
+        task.load_state_dict(best_state)
+    else:
+        kept = task.history[-1] if task.history else None
+    task.cpu().eval()
+    return TrainResult(epochs=n_run, kept=copy.deepcopy(kept), which=keep)
+
+
+@torch.no_grad()
+def evaluate_task(task: TabularTask, batches, device: torch.device | str = "cpu") -> dict:
+    """``{"val_macro_f1", "val_accuracy", "val_loss", "val_score"}`` of ``task`` on
+    ``batches`` (eval mode; None values when there are no cells)."""
+    task.eval()
+    ys, preds, loss_sum = [], [], 0.0
+    for batch in batches:
+        batch = _to(batch, device)
+        loss, _, out = task._loss(batch)
+        ys.append(batch["y"].cpu().numpy())
+        preds.append(out["logits"].argmax(-1).cpu().numpy())
+        loss_sum += float(loss) * len(batch["y"])
+    if not ys:
+        return {"val_macro_f1": None, "val_accuracy": None, "val_loss": None, "val_score": None}
+    y, p = np.concatenate(ys), np.concatenate(preds)
+    f1, loss = macro_f1(y, p), loss_sum / len(y)
+    return {
+        "val_macro_f1": f1,
+        "val_accuracy": float(np.mean(y == p)),
+        "val_loss": loss,
+        "val_score": f1 - LOSS_TIEBREAK * loss if np.isfinite(loss) else f1,
+    }

@@ -97,6 +97,8 @@ def gene_chunks(genes: Sequence[str], chunk_size: int) -> list[list[str]]:
 def _default_fit(adata: ad.AnnData, *, genes: list[str], label_key: str, seed: int, **kwargs):
     from scprint.tabular import api
 
+    # one fixed penalty and no refit: the chunk models only rank genes by their weights
+    kwargs = {"l2": 1e-3, "refit": False, **kwargs}
     return api.fit(adata, label_key=label_key, model="linear", genes=genes, seed=seed, **kwargs)
 
 
