@@ -12,6 +12,8 @@
     Tabular cell-type classifiers (see :mod:`scprint.tabular.cli`).
 ``scprint dge --adata IN.h5ad --groupby COL --condition COL --reference L ... --out DIR``
     Differential expression per cell type (see :mod:`scprint.tl.cli`; ``dge`` extra).
+``scprint app [--models DIR] [--port 8501] [--max-upload-mb 1024]``
+    The local no-code web app (see :mod:`scprint.app`; needs the ``app`` extra).
 """
 
 from __future__ import annotations
@@ -55,6 +57,10 @@ def main(argv: Sequence[str] | None = None) -> int | None:
         from .tl.cli import main as dge_main
 
         return dge_main(argv[1:])
+    if argv and argv[0] == "app":
+        from .app import main as app_main
+
+        return app_main(argv[1:])
     if argv and argv[0] == "gene-embeddings":
         from .gene_embeddings import main as gene_embeddings_main
 
