@@ -30,18 +30,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from scdataloader.cli_utils import one_line as _one_line
+from scdataloader.cli_utils import positive_int as _positive_int
+
 __all__ = ["build_parser", "main", "most_variable_genes"]
 
 logger = logging.getLogger(__name__)
 
 TRUTHS = ("omnipath", "collectri", "dorothea", "mcalla-hesc", "mcalla-mesc")
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
 
 
 def build_parser(prog: str = "bengrn") -> argparse.ArgumentParser:
@@ -238,11 +234,6 @@ def _run(args: argparse.Namespace) -> int:
     print(table[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     print(f"results: {Path(args.out) / 'results.csv'}")
     return 0
-
-
-def _one_line(error: BaseException) -> str:
-    text = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
-    return " ".join(text.split()) or type(error).__name__
 
 
 def main(argv: Sequence[str] | None = None) -> int:

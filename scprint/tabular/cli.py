@@ -50,6 +50,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from scdataloader.cli_utils import fraction as _fraction
+from scdataloader.cli_utils import one_line as _one_line
+from scdataloader.cli_utils import positive_int as _positive_int
+
 __all__ = ["build_parser", "main"]
 
 logger = logging.getLogger(__name__)
@@ -63,20 +67,6 @@ _MAX_PLOTTED_CLASSES = 12
 
 
 # --------------------------------------------------------------------------- parser
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def _fraction(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
-    return value
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -184,13 +174,6 @@ def _csv(frame: pd.DataFrame, **kwargs) -> Callable[[Path], None]:
 
 def _png(fig) -> Callable[[Path], None]:
     return lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-
-
-def _one_line(error: BaseException) -> str:
-    text = " ".join(str(error).split())
-    if isinstance(error, OSError) and error.filename and str(error.filename) not in text:
-        text = f"{error.filename}: {text}"
-    return text or type(error).__name__
 
 
 # --------------------------------------------------------------------------- helpers

@@ -30,18 +30,14 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from scdataloader.cli_utils import one_line as _one_line
+from scdataloader.cli_utils import positive_int as _positive_int
+
 __all__ = ["COMMANDS", "build_parser", "main"]
 
 COMMANDS = ("embed", "denoise", "classify", "gn")
 
 logger = logging.getLogger(__name__)
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
 
 
 def _positive_float(text: str) -> float:
@@ -166,13 +162,6 @@ def _run(args: argparse.Namespace) -> int:
     path = write_h5ad_atomic(result, args.out)
     print(f"wrote {path}", file=sys.stderr)
     return 0
-
-
-def _one_line(error: BaseException) -> str:
-    text = " ".join(str(error).split())
-    if isinstance(error, OSError) and error.filename and str(error.filename) not in text:
-        text = f"{error.filename}: {text}"
-    return text or type(error).__name__
 
 
 def main(argv: Sequence[str] | None = None) -> int:

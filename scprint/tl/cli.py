@@ -24,18 +24,13 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+from scdataloader.cli_utils import positive_int as _positive_int
+
 __all__ = ["build_parser", "main"]
 
 logger = logging.getLogger(__name__)
 
 TABLE = "dge.csv"
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
 
 
 def build_parser(prog: str = "scprint dge") -> argparse.ArgumentParser:
