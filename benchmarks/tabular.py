@@ -426,9 +426,7 @@ def child(args) -> dict:
     torch.set_num_threads(args.threads)
     t = time.perf_counter()
     if args.child == "ours":
-        import lightning.pytorch  # noqa: F401
-
-        import scprint.tabular  # noqa: F401
+        import scprint.tabular  # noqa: F401  (trains without importing Lightning)
 
         fit_fn = _fit_ours
     elif args.child == "logreg":
@@ -445,10 +443,6 @@ def child(args) -> dict:
     adata = load_dataset(Path(spec["path"]), spec["label_key"], spec["group_key"])
     y = adata.obs[spec["label_key"]].astype(str).to_numpy()
     load_s = time.perf_counter() - t
-    if args.child == "ours":  # keep Lightning's per-fit banners out of the log
-        import logging
-
-        logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     gc.collect()
     rss_before = _status_mb("VmRSS")
     setup_peak = _status_mb("VmHWM")  # imports + data loading
