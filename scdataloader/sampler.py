@@ -29,6 +29,7 @@ middle of an epoch at the exact next draw, without replaying earlier blocks.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -224,19 +225,31 @@ class WeightedSampler(torch.utils.data.Sampler[int]):
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Resume from :meth:`state_dict` (same labels, seed and number of ranks)."""
+        """Resume from :meth:`state_dict` (same labels and seed).
+
+        A state saved with another number of ranks (a 2-process run resumed in 1
+        process) is accepted with a warning: this rank goes on with its own stream from
+        the saved position, which is the same stream as before for rank 0 (draws depend
+        on ``(seed, epoch, rank, block)``, not on the number of ranks; only the epoch's
+        last, shorter block differs), but the cells the missing ranks would still have
+        drawn in this epoch are not drawn, and each rank's epoch has its new length.
+        """
         if state["n_cells"] != len(self.groups) or state["num_samples"] != self.num_samples:
             raise ValueError(
                 "The saved sampler state was made for "
                 f"{state['n_cells']} cells / {state['num_samples']} samples, not "
                 f"{len(self.groups)} / {self.num_samples}: the data changed."
             )
+        position = int(state["position"])
         if state["world_size"] != self.world_size:
-            raise ValueError(
-                f"The saved sampler state was made with {state['world_size']} ranks, "
-                f"this run has {self.world_size}."
+            warnings.warn(
+                f"The saved sampler state was made with {state['world_size']} ranks, this run "
+                f"has {self.world_size}: rank {self.rank} resumes its own stream at the saved "
+                "position; the draws the other ranks had left in this epoch are not made.",
+                stacklevel=2,
             )
+            position = min(position, len(self))
         self.seed = int(state["seed"])
         self.epoch = int(state["epoch"])
-        self._position = int(state["position"])
+        self._position = position
         self._restored = True

@@ -127,8 +127,30 @@ def test_resume_refuses_mismatched_state(retina_labels):
     state = s.state_dict()
     with pytest.raises(ValueError, match="data changed"):
         WeightedSampler(retina_labels[:500], num_samples=1000).load_state_dict(state)
-    with pytest.raises(ValueError, match="ranks"):
-        WeightedSampler(retina_labels, num_samples=1000, world_size=2).load_state_dict(state)
+
+
+def test_resume_with_another_number_of_ranks(retina_labels):
+    # a 2-process run resumed in 1 process: rank 0 goes on with its own stream
+    kw = dict(num_samples=20_000, seed=5, block_size=1024)
+    two = WeightedSampler(retina_labels, rank=0, world_size=2, **kw)
+    whole = np.fromiter(iter(two), np.int64)  # rank 0's 10,000 draws of the epoch
+    two = WeightedSampler(retina_labels, rank=0, world_size=2, **kw)
+    two.draw(3000)
+    one = WeightedSampler(retina_labels, **kw)
+    with pytest.warns(UserWarning, match="2 ranks, this run has 1"):
+        one.load_state_dict(two.state_dict())
+    assert len(one) == 20_000 and one._position == 3000
+    rest = one.draw()
+    assert len(rest) == 17_000
+    full_blocks = 9 * 1024  # rank 0's last, shorter block (positions 9216-9999) differs
+    assert np.array_equal(rest[: full_blocks - 3000], whole[3000:full_blocks])
+    # and from 1 process to 2: rank 0 keeps its position, capped at its epoch length
+    one = WeightedSampler(retina_labels, **kw)
+    one.draw(15_000)
+    two = WeightedSampler(retina_labels, rank=0, world_size=2, **kw)
+    with pytest.warns(UserWarning, match="1 ranks, this run has 2"):
+        two.load_state_dict(one.state_dict())
+    assert two._position == len(two) == 10_000 and len(two.draw()) == 0
 
 
 def test_uniform_and_bad_arguments(retina_labels):
