@@ -381,13 +381,13 @@ def plot_subgraph(
     *,
     k: int = 10,
     ax: Axes | None = None,
-    layout_seed: int = 0,
     path: str | os.PathLike[str] | None = None,
 ) -> Figure:
     """Draw a gene's neighbourhood: its ``k`` strongest regulators and targets.
 
-    Nodes are the gene (red) and its neighbours from :func:`top_edges_per_gene`
-    (``direction="both"``), labelled by symbol. Edges are those of the gene plus the
+    Nodes are the gene (red, in the middle), its regulators (on the left arc) and its
+    targets (on the right arc) from :func:`top_edges_per_gene` (``direction="both"``),
+    labelled by symbol. Edges are those of the gene plus the
     edges among the neighbours at least as strong as the weakest edge of the gene shown
     (so the drawing stays readable); arrows go regulator -> target and width grows with
     the score.
@@ -403,8 +403,6 @@ def plot_subgraph(
     ax
         Axes to draw on; by default a new :class:`matplotlib.figure.Figure` (no pyplot
         state, whatever the backend).
-    layout_seed
-        Seed of the spring layout.
     path
         Also save the figure there as PNG, atomically (a temporary file in the same
         folder replaces ``path`` once written).
@@ -435,7 +433,13 @@ def plot_subgraph(
         ax = fig.add_subplot()
     else:
         fig = ax.figure
-    pos = nx.spring_layout(graph, seed=layout_seed, weight=None)
+    regulators = [g for g in dict.fromkeys(own["regulator"]) if g != gid]
+    targets = [g for g in dict.fromkeys(own["target"]) if g != gid and g not in regulators]
+    pos = {gid: (0.0, 0.0)}
+    for side, group in ((-1.0, regulators), (1.0, targets)):
+        for i, g in enumerate(group):  # an arc from top to bottom on each side
+            angle = np.pi * (i + 1) / (len(group) + 1)
+            pos[g] = (side * np.sin(angle), np.cos(angle))
     scores = np.abs(np.array([d["weight"] for _, _, d in graph.edges(data=True)], dtype=float))
     top_score = scores.max() if scores.size and scores.max() > 0 else 1.0
     widths = 0.5 + 3.5 * scores / top_score

@@ -107,7 +107,11 @@ def _umap_figure(adata, true: np.ndarray, pred: np.ndarray):
                 ax.scatter(xy[m, 0], xy[m, 1], s=4, color=colours[k], label=k)
         ax.set_title(f"UMAP of the embeddings: {title}")
         ax.set_xticks([]), ax.set_yticks([])
-    axes[1].legend(markerscale=3, fontsize=7, bbox_to_anchor=(1.02, 1), loc="upper left")
+    # one legend for both panels: every cell type annotated or predicted, same colours
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], marker="o", ls="", color=colours[k], label=k) for k in kinds]
+    axes[1].legend(handles=handles, fontsize=7, bbox_to_anchor=(1.02, 1), loc="upper left")
     return fig
 
 
