@@ -361,7 +361,7 @@ def test_refit_on_training_and_validation_cells(retina_full, genes300):
     assert (clf.predict(retina_full).to_numpy() == truth).mean() > 0.9
 
 
-def test_linear_chooses_its_l2_penalty_on_validation(retina_full, genes300):
+def test_linear_chooses_its_l2_penalty_on_validation(retina_full, genes300, tmp_path):
     from scprint.tabular.api import L2_GRID
 
     clf = fit(
@@ -375,8 +375,12 @@ def test_linear_chooses_its_l2_penalty_on_validation(retina_full, genes300):
     assert clf.provenance["best_val_macro_f1"] == best["val_macro_f1"]
     assert clf.provenance["refit"]["n_cells"] == 1000
     one = fit(retina_full, label_key="cell_type", model="linear", genes=genes300,
-              max_epochs=2, l2=0.05, refit=False, **FAST)  # fmt: skip
+              max_epochs=2, l2=0.05, refit=False, checkpoint_dir=tmp_path, **FAST)  # fmt: skip
     assert one.provenance["l2_search"] is None and one.provenance["optimizer"]["l2"] == 0.05
+    saved = torch.load(tmp_path / "best.pt", weights_only=False)  # the kept weights
+    assert saved["hparams"]["optimizer"]["l2"] == 0.05
+    assert torch.equal(saved["state_dict"]["model.fc.weight"], one.model.fc.weight)
+    assert [f.name for f in tmp_path.iterdir()] == ["best.pt"]  # nothing half-written
     with pytest.raises(ValueError, match="l2"):
         fit(retina_full, label_key="cell_type", model="linear", genes=genes300, l2=[-1.0, 1.0])
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -665,14 +664,7 @@ def _augmentation(
 def _save_state(task: TabularTask, path: Path) -> None:
     """Write the task's weights and hyperparameters to ``path`` atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save({"state_dict": task.state_dict(), "hparams": task.hparams}, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    _save({"state_dict": task.state_dict(), "hparams": task.hparams}, path)
 
 
 def fit(
