@@ -185,7 +185,7 @@ def _error_box(driver, text: str):
     return next((b for b in boxes if text in b.text), False)
 
 
-def _downloaded(folder: Path, timeout: float = 30) -> Path:
+def _downloaded(folder: Path, timeout: float = 120) -> Path:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         done = [p for p in folder.iterdir() if not p.name.endswith((".crdownload", ".tmp"))]
@@ -200,7 +200,7 @@ def test_upload_predict_download(app_url, driver, retina_path, models, tmp_path)
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
-    wait = WebDriverWait(driver, 60)
+    wait = WebDriverWait(driver, 180)  # generous: CI machines are small and shared
     driver.get(app_url)
     wait.until(ec.presence_of_element_located(_text("scPRINT: label your cells")))
     sidebar = wait.until(
@@ -209,7 +209,7 @@ def test_upload_predict_download(app_url, driver, retina_path, models, tmp_path)
     wait.until(lambda _: "retina_linear" in sidebar.text and "500" in sidebar.text)
     assert "tabular linear classifier" in sidebar.text and "human" in sidebar.text
 
-    upload = driver.find_element(By.CSS_SELECTOR, "input[type=file]")
+    upload = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "input[type=file]")))
     upload.send_keys(str(Path(retina_path).resolve()))
     wait.until(ec.presence_of_element_located(_text("1,000 cells x 70,116 genes")))
     assert "500 of the model's 500 genes found" in driver.find_element(By.TAG_NAME, "body").text
@@ -249,7 +249,7 @@ def test_wrong_files_get_a_clear_message(app_url, driver, retina_full, tmp_path)
     lognorm.X = log_normalize(lognorm)
     lognorm.write_h5ad(tmp_path / "lognorm.h5ad")
 
-    wait = WebDriverWait(driver, 60)
+    wait = WebDriverWait(driver, 180)  # generous: CI machines are small and shared
     driver.get(app_url)
     upload = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "input[type=file]")))
     for path, problem, hint in [
