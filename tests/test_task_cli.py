@@ -112,6 +112,27 @@ def test_log_normalised_input(ckpt, cells_file, tmp_path, capsys):
     assert not out.exists()
 
 
+def test_existing_output_needs_overwrite(ckpt, cells_file, tmp_path, capsys):
+    out = tmp_path / "out.h5ad"
+    out.write_bytes(b"an earlier result")
+    argv = ["embed", "--adata", str(cells_file), "--ckpt", str(ckpt), "--out", str(out),
+            "--no-progress", "--max-len", "256"]  # fmt: skip
+    assert main(argv) == 2
+    assert "exists; pass --overwrite" in _one_line_error(capsys.readouterr().err)
+    assert out.read_bytes() == b"an earlier result"  # untouched
+    assert main([*argv, "--overwrite"]) == 0
+    assert "X_scprint" in ad.read_h5ad(out).obsm
+    before = cells_file.read_bytes()
+    same = ["embed", "--adata", str(cells_file), "--ckpt", str(ckpt), "--out", str(cells_file),
+            "--overwrite"]  # fmt: skip
+    assert main(same) == 2  # never over the input, even with --overwrite
+    assert "is the input file" in _one_line_error(capsys.readouterr().err)
+    assert cells_file.read_bytes() == before
+    assert main(["embed", "--adata", str(cells_file), "--ckpt", str(ckpt),
+                 "--out", str(tmp_path)]) == 2  # fmt: skip
+    assert "is a folder" in _one_line_error(capsys.readouterr().err)
+
+
 def test_bad_option_is_a_usage_error(cells_file, tmp_path):
     argv = ["denoise", "--adata", str(cells_file), "--ckpt", "x.ckpt", "--out",
             str(tmp_path / "o.h5ad"), "--depth-multiplier", "0"]  # fmt: skip

@@ -11,8 +11,9 @@
 The input is read with :func:`scdataloader.io.read_anndata` (``.h5ad`` or ``.zarr``),
 the model with :func:`scprint.load` (a ``.ckpt`` file, a folder holding one, or a Hugging
 Face hub id), the task runs with a progress bar, and the result is written atomically
-(:func:`scdataloader.io.write_h5ad_atomic`): a reader never sees a half-written file and
-an existing file is only replaced once the new one is complete. ``gn`` writes the gene
+(:func:`scdataloader.io.write_h5ad_atomic`): a reader never sees a half-written file. An
+existing output is refused unless ``--overwrite`` is given (then it is replaced only once
+the new one is complete); the input file is never overwritten. ``gn`` writes the gene
 network with its own ``.write(path)``.
 
 Bad input (a missing or unreadable file, a corrupt checkpoint, log-normalised counts,
@@ -63,6 +64,7 @@ def _common(parser: argparse.ArgumentParser, out_help: str) -> None:
     io.add_argument("--adata", required=True, help="input AnnData (.h5ad or .zarr), raw counts")
     io.add_argument("--ckpt", required=True, help="model: .ckpt file, folder or hub id")
     io.add_argument("--out", required=True, help=out_help)
+    io.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     data = parser.add_argument_group("input")
     data.add_argument("--gene-key", default=None, help="var column with gene names or ids")
     data.add_argument("--layer", default=None, help="layer with the raw counts (default X)")
@@ -124,10 +126,28 @@ def _task(name: str) -> Callable:
     return getattr(tasks, name)
 
 
+def _check_output(args: argparse.Namespace) -> None:
+    """Refuse, before any work, an output that exists (without ``--overwrite``), is a
+    folder, or is the input itself."""
+    from pathlib import Path
+
+    from scdataloader.errors import InputError
+
+    out = Path(args.out)
+    if out.is_dir():
+        raise InputError(f"--out {out} is a folder; give a file path.")
+    if out.exists():
+        if out.resolve() == Path(args.adata).resolve():
+            raise InputError(f"--out {out} is the input file; write the result elsewhere.")
+        if not args.overwrite:
+            raise InputError(f"--out {out} exists; pass --overwrite to replace it.")
+
+
 def _run(args: argparse.Namespace) -> int:
     import scprint
     from scdataloader.io import read_anndata, write_h5ad_atomic
 
+    _check_output(args)
     adata = read_anndata(args.adata)
     model = scprint.load(args.ckpt)
     options: dict[str, Any] = {
