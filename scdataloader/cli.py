@@ -66,9 +66,11 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _preprocess(args: argparse.Namespace) -> int:
+    from .cli_utils import check_output
     from .io import read_anndata, write_h5ad_atomic
     from .preprocess import preprocess
 
+    check_output(args.output, overwrite=args.overwrite, inputs=[args.input])
     adata = read_anndata(args.input)
     out = preprocess(
         adata,
@@ -118,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--keep-non-primary", action="store_true", help="keep cells with is_primary_data False"
     )
     pre.add_argument("--gzip", action="store_true", help="gzip-compress the output")
+    pre.add_argument("--overwrite", action="store_true", help="replace an existing output")
     pre.set_defaults(func=_preprocess)
     return parser
 

@@ -4,8 +4,11 @@
 from __future__ import annotations
 
 import argparse
+import os
+from collections.abc import Iterable
+from pathlib import Path
 
-__all__ = ["fraction", "one_line", "positive_int"]
+__all__ = ["check_output", "fraction", "one_line", "positive_int"]
 
 
 def positive_int(text: str) -> int:
@@ -32,3 +35,22 @@ def one_line(error: BaseException) -> str:
     if isinstance(error, OSError) and error.filename and str(error.filename) not in text:
         text = f"{error.filename}: {text}"
     return text or type(error).__name__
+
+
+def check_output(
+    out: str | os.PathLike, *, overwrite: bool, inputs: Iterable[str | os.PathLike] = ()
+) -> Path:
+    """Refuse, before any work, an output file that is a folder, one of the ``inputs``
+    (even with ``overwrite``) or that exists without ``overwrite``
+    (:class:`~scdataloader.errors.InputError`). Returns the output path."""
+    from .errors import InputError
+
+    path = Path(out)
+    if path.is_dir():
+        raise InputError(f"output {path} is a folder; give a file path.")
+    if path.exists():
+        if any(path.resolve() == Path(i).resolve() for i in inputs):
+            raise InputError(f"output {path} is an input file; write the result elsewhere.")
+        if not overwrite:
+            raise InputError(f"output {path} exists; pass --overwrite to replace it.")
+    return path

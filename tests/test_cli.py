@@ -83,10 +83,24 @@ def test_preprocess_into_a_folder_is_a_clear_error(retina_path, tmp_path, capsys
     target.mkdir()
     assert main(["preprocess", str(retina_path), str(target)]) == 2
     line = _one_line_error(capsys.readouterr().err)
-    assert "directory" in line.lower()
-    # the temporary file (written beside the target) was removed
+    assert "is a folder" in line  # refused before any work
     assert [p.name for p in tmp_path.iterdir()] == ["out.h5ad"]
     assert list(target.iterdir()) == []
+
+
+def test_preprocess_existing_output_and_the_input_itself(retina_path, tmp_path, capsys):
+    out = tmp_path / "out.h5ad"
+    out.write_bytes(b"an earlier result")
+    assert main(["preprocess", str(retina_path), str(out)]) == 2
+    assert "exists; pass --overwrite" in _one_line_error(capsys.readouterr().err)
+    assert out.read_bytes() == b"an earlier result"
+    assert main(["preprocess", str(retina_path), str(out), "--overwrite"]) == 0
+    assert ad.read_h5ad(out).n_obs > 0
+    copy = tmp_path / "in.h5ad"
+    copy.write_bytes(retina_path.read_bytes())
+    assert main(["preprocess", str(copy), str(copy), "--overwrite"]) == 2
+    assert "is an input file" in _one_line_error(capsys.readouterr().err)
+    assert copy.read_bytes() == retina_path.read_bytes()  # the input is never written over
 
 
 # ----------------------------------------------------------------- bad inputs

@@ -126,7 +126,7 @@ def test_existing_output_needs_overwrite(ckpt, cells_file, tmp_path, capsys):
     same = ["embed", "--adata", str(cells_file), "--ckpt", str(ckpt), "--out", str(cells_file),
             "--overwrite"]  # fmt: skip
     assert main(same) == 2  # never over the input, even with --overwrite
-    assert "is the input file" in _one_line_error(capsys.readouterr().err)
+    assert "is an input file" in _one_line_error(capsys.readouterr().err)
     assert cells_file.read_bytes() == before
     assert main(["embed", "--adata", str(cells_file), "--ckpt", str(ckpt),
                  "--out", str(tmp_path)]) == 2  # fmt: skip

@@ -31,6 +31,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from scdataloader.cli_utils import check_output
 from scdataloader.cli_utils import one_line as _one_line
 from scdataloader.cli_utils import positive_int as _positive_int
 
@@ -126,28 +127,11 @@ def _task(name: str) -> Callable:
     return getattr(tasks, name)
 
 
-def _check_output(args: argparse.Namespace) -> None:
-    """Refuse, before any work, an output that exists (without ``--overwrite``), is a
-    folder, or is the input itself."""
-    from pathlib import Path
-
-    from scdataloader.errors import InputError
-
-    out = Path(args.out)
-    if out.is_dir():
-        raise InputError(f"--out {out} is a folder; give a file path.")
-    if out.exists():
-        if out.resolve() == Path(args.adata).resolve():
-            raise InputError(f"--out {out} is the input file; write the result elsewhere.")
-        if not args.overwrite:
-            raise InputError(f"--out {out} exists; pass --overwrite to replace it.")
-
-
 def _run(args: argparse.Namespace) -> int:
     import scprint
     from scdataloader.io import read_anndata, write_h5ad_atomic
 
-    _check_output(args)
+    check_output(args.out, overwrite=args.overwrite, inputs=[args.adata])
     adata = read_anndata(args.adata)
     model = scprint.load(args.ckpt)
     options: dict[str, Any] = {
