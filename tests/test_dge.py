@@ -68,38 +68,6 @@ def tcell_tables(tcells, tcell_genes) -> dict[str, tuple[pd.DataFrame, list]]:
     return out
 
 
-def simulate(seed: int = 0, *, n_genes: int = 80, n_de: int = 12, n_donors: int = 5,
-             n_cells: int = 20, log2fc: float = 2.0, donor_sd: float = 0.2,
-             dispersion: float = 0.2) -> tuple[ad.AnnData, dict[str, int]]:  # fmt: skip
-    """Negative-binomial counts of two cell types, ``n_donors`` donors per condition.
-
-    Each donor shifts each gene's mean by a log-normal factor (sd ``donor_sd``) and each
-    cell has a log-normal library size. In cell type A the first ``n_de`` genes are
-    multiplied by 2**(+-log2fc) in the ``disease`` donors (alternating up and down);
-    cell type B has no effect. Returns the AnnData and the planted gene -> sign.
-    """
-    rng = np.random.default_rng(seed)
-    base = rng.lognormal(1.2, 0.8, n_genes)  # mean counts per cell
-    sign = np.where(np.arange(n_genes) % 2 == 0, 1, -1) * (np.arange(n_genes) < n_de)
-    rows, obs = [], []
-    for cell_type in ("A", "B"):
-        for d in range(2 * n_donors):
-            condition = "normal" if d < n_donors else "disease"
-            mu = base * rng.lognormal(0.0, donor_sd, n_genes)  # (genes,)
-            if cell_type == "A" and condition == "disease":
-                mu = mu * 2.0 ** (log2fc * sign)
-            mu = mu[None, :] * rng.lognormal(0.0, 0.3, (n_cells, 1))  # (cells, genes)
-            size = 1.0 / dispersion
-            rows.append(rng.negative_binomial(size, size / (size + mu)))
-            obs += [(cell_type, f"donor{d}", condition)] * n_cells
-    frame = pd.DataFrame(obs, columns=["cell_type", "donor", "condition"])
-    frame.index = frame.index.astype(str)
-    genes = [f"gene{i}" for i in range(n_genes)]
-    adata = ad.AnnData(sp.csr_matrix(np.vstack(rows).astype(np.float32)), obs=frame,
-                       var=pd.DataFrame(index=genes))  # fmt: skip
-    return adata, {genes[i]: int(sign[i]) for i in range(n_de)}
-
-
 # --------------------------------------------------------------------------- pure parts
 
 
@@ -234,7 +202,7 @@ def test_designs_follow_the_donors(tcell_tables):
 
 @pytest.fixture(scope="module")
 def simulated() -> tuple[ad.AnnData, dict[str, int]]:
-    return simulate(0)
+    return tl.simulate_donor_counts(0)
 
 
 @pytest.mark.parametrize("method", METHODS)

@@ -19,6 +19,7 @@ from .dge import (
     model_top_genes,
     pseudobulk,
 )
+from .simulate import simulate_donor_counts
 
 __all__ = [
     "COLUMNS",
@@ -29,6 +30,7 @@ __all__ = [
     "dge",
     "model_top_genes",
     "pseudobulk",
+    "simulate_donor_counts",
     "volcano",
     "write_table",
     "write_volcanoes",
