@@ -131,13 +131,14 @@ def _expression(
     Returns ``X`` (cells x chosen genes, C order, ``dtype``; normalised in float64) and
     ``var`` (chosen genes, in the order of ``adata.var_names``).
     """
+    from scdataloader.errors import CountsError, InputError, QCError
     from scdataloader.preprocess import counts_matrix
 
     if not isinstance(adata, ad.AnnData):
         raise TypeError(f"expected an AnnData (cells x genes), not {type(adata).__name__}")
     X, where = counts_matrix(adata, layer)
     if adata.n_obs == 0 or adata.n_vars == 0:
-        raise ValueError(f"the AnnData is empty ({adata.n_obs} cells x {adata.n_vars} genes)")
+        raise InputError(f"the AnnData is empty ({adata.n_obs} cells x {adata.n_vars} genes)")
     if hasattr(X, "to_memory"):  # backed sparse dataset
         X = X.to_memory()
     var = _gene_table(adata)
@@ -154,12 +155,12 @@ def _expression(
     if values.size:
         if not np.isfinite(np.sum(values, dtype=np.float64)):
             bad = int(values.size - np.count_nonzero(np.isfinite(values)))
-            raise ValueError(
+            raise CountsError(
                 f"{where} holds {bad} NaN or infinite values: fix or remove them first"
             )
         vmin = float(values.min())
         if vmin < 0:
-            raise ValueError(
+            raise CountsError(
                 f"{where} holds negative values (min {vmin:.3g}): it looks scaled or "
                 "centred. Pass raw counts (or a non-negative normalised layer with "
                 "normalize=False)."
@@ -169,7 +170,7 @@ def _expression(
             frac = values != np.rint(values)
             if frac.any():
                 examples = ", ".join(f"{v:.3g}" for v in values[frac][:3])
-                raise ValueError(
+                raise CountsError(
                     f"{where} holds non-integer values (e.g. {examples}): it does not look "
                     "like raw counts. normalize=True normalises counts (total 1e4 + log1p); "
                     "pass normalize=False to use already normalised values as they are, or "
@@ -178,7 +179,7 @@ def _expression(
         totals = np.asarray(X.sum(axis=1, dtype=np.float64)).ravel()
         empty = np.flatnonzero(totals == 0)
         if empty.size:
-            raise ValueError(
+            raise QCError(
                 f"{empty.size} cells have no counts in {where} (e.g. "
                 f"{_show(adata.obs_names[empty])}): they cannot be normalised; remove them "
                 "first (e.g. sc.pp.filter_cells(adata, min_counts=1))."

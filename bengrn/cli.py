@@ -3,10 +3,10 @@
 ::
 
     bengrn run --network NET [NET ...] --truth omnipath|collectri|dorothea|mcalla-hesc|
-        mcalla-mesc|FILE [--truth-dir DIR] [--transpose] [--tf-only] --out DIR
+        mcalla-mesc|FILE [--truth-dir DIR] [--transpose] [--tf-only] --out DIR [--overwrite]
     bengrn baseline genie3|genie3-tf|grnboost2|correlation|random --adata IN.h5ad
         --out NET.h5ad [--genes FILE | --n-genes N] [--cell-type-key COL --cell-type V]
-        [--layer NAME] [--trees 100] [--seed 0]
+        [--layer NAME] [--trees 100] [--seed 0] [--overwrite]
 
 ``run`` writes ``results.csv`` and PR-curve PNGs in ``--out`` (see
 :func:`bengrn.runner.run`) and prints the table. ``baseline`` reads raw counts (``.h5ad``
@@ -30,8 +30,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from scdataloader.cli_utils import check_output
 from scdataloader.cli_utils import one_line as _one_line
 from scdataloader.cli_utils import positive_int as _positive_int
+from scdataloader.errors import InputError
 
 __all__ = ["build_parser", "main", "most_variable_genes"]
 
@@ -60,6 +62,7 @@ def build_parser(prog: str = "bengrn") -> argparse.ArgumentParser:
     )
     run.add_argument("--out", required=True, help="output folder")
     run.add_argument("--no-plot", action="store_true", help="skip the PR-curve PNGs")
+    run.add_argument("--overwrite", action="store_true", help="replace existing results")
     run.add_argument("-v", "--verbose", action="store_true", help="log more")
 
     base = sub.add_parser("baseline", help="infer a baseline network from counts")
@@ -183,10 +186,13 @@ def _baseline(args: argparse.Namespace) -> int:
 
     from . import baselines
 
-    out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise FileExistsError(f"{out} exists; give --overwrite to replace it")
-    adata, genes = _select(read_anndata(args.adata), args)
+    out = check_output(args.out, overwrite=args.overwrite, inputs=[args.adata])
+    adata = read_anndata(args.adata)
+    if adata.n_obs == 0 or adata.n_vars == 0:
+        raise InputError(
+            f"{args.adata}: the AnnData is empty ({adata.n_obs} cells x {adata.n_vars} genes)."
+        )
+    adata, genes = _select(adata, args)
     func = baselines.BASELINES[args.method]
     options: dict[str, Any] = {
         "genes": genes,
@@ -209,8 +215,16 @@ def _baseline(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .runner import run
+    from .runner import RESULTS_FILE, run
 
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file; give a folder.")
+    if (out / RESULTS_FILE).exists() and not args.overwrite:
+        raise InputError(f"{out / RESULTS_FILE} exists; pass --overwrite to replace it.")
+    for network in args.network:  # before the truth, which may take a while to load
+        if not Path(network).exists():
+            raise FileNotFoundError(f"network file not found: {network}")
     if args.name is not None and len(args.name) != len(args.network):
         raise ValueError(f"{len(args.name)} names for {len(args.network)} networks")
     networks: Any = (

@@ -383,6 +383,15 @@ def prerank(
     )
     if not kept or len(ranked) < 2:
         return _empty_prerank()
+    if ranked.iloc[0] == ranked.iloc[-1]:
+        # an all-tied ranking orders no gene above another: nothing is enriched (and
+        # gseapy's sort cannot rank it)
+        logger.info("prerank: every value is %g; no set can be enriched", ranked.iloc[0])
+        out = pd.DataFrame({"term": list(kept), "es": 0.0, "nes": 0.0, "pval": 1.0, "fdr": 1.0})
+        out["n_genes"] = [len(kept[t]) for t in kept]
+        out["n_genes"] = out["n_genes"].astype(np.int64)
+        out["lead_genes"] = [[] for _ in kept]
+        return out.sort_values("term", kind="mergesort").reset_index(drop=True)[_PRERANK_COLUMNS]
     # gseapy sees neutral tokens, not names: no upper-casing or renaming on its side
     token = pd.Series([f"G{i}" for i in range(len(ranked))], index=ranked.index)
     name_of = dict(zip(token.to_numpy(), ranked.index, strict=True))
@@ -642,7 +651,9 @@ def encode_enrichment(
     One row per tested TF, sorted by ``nes`` descending: ``tf`` (upper case), ``gene``
     (its network id), ``n_targets`` (its targets in the network), ``es``, ``nes``,
     ``pval`` (nominal), ``fdr`` (BH over the TFs) and ``significant`` (``fdr`` below the
-    threshold and ``nes > 0``). ``df.attrs["share_significant"]`` holds the share of
+    threshold and ``nes > 0``). A TF whose outgoing scores are all equal (no edge out of
+    it, e.g. a TF not expressed in the cells) is tested and not enriched (see
+    :func:`prerank`). ``df.attrs["share_significant"]`` holds the share of
     tested TFs significantly enriched (NaN when none was tested); see
     :func:`encode_summary`.
     """

@@ -34,7 +34,6 @@ import copy
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -681,19 +680,27 @@ class GeneNetwork:
                 _PARAMS_KEY: json.dumps(self.params),
             },
         )
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp.h5ad")
-        os.close(fd)
-        try:
+        from scdataloader.io import atomic_path
+
+        with atomic_path(path) as tmp:
             out.write_h5ad(tmp, compression=compression)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
         logger.info("wrote %r to %s", self, path)
         return path
 
     @classmethod
     def read(cls, path: str | os.PathLike[str]) -> GeneNetwork:
         """Read a network written by :meth:`write` (or any h5ad with ``varp["network"]``
-        and ``uns["orientation"]``)."""
-        return cls.from_anndata(ad.read_h5ad(path), NETWORK_KEY)
+        and ``uns["orientation"]``).
+
+        Raises
+        ------
+        FileNotFoundError
+            The file does not exist.
+        scdataloader.errors.FileFormatError
+            It is empty, truncated or not an ``.h5ad`` file.
+        """
+        from scdataloader.io import read_anndata
+
+        if not Path(path).exists():
+            raise FileNotFoundError(f"network file not found: {path}")
+        return cls.from_anndata(read_anndata(path), NETWORK_KEY)

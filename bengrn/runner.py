@@ -14,7 +14,7 @@
 It loads every network (a :class:`~bengrn.network.GeneNetwork`, a path to one, or a
 plain AnnData with a gene x gene ``varp`` matrix), loads the truth once
 (:func:`bengrn.truths.load_truth`), scores each network with
-:func:`bengrn.metrics.evaluate` and, with ``out``, writes atomically
+:func:`bengrn.metrics.evaluate` and, with ``out``, writes atomically (every file or none)
 
 * ``results.csv``: one row per network (the columns of :meth:`Scores.as_dict` plus the
   network, truth and options);
@@ -26,6 +26,7 @@ Nothing the caller gave is modified.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -87,9 +88,9 @@ def load_network(
         raise FileNotFoundError(f"network file not found: {path}")
     name = path.name.lower()
     if name.endswith(".h5ad"):
-        import anndata as ad
+        from scdataloader.io import read_anndata
 
-        adata = ad.read_h5ad(path)
+        adata = read_anndata(path)  # a clear FileFormatError when truncated or not h5ad
         keys = list(adata.varp.keys())
         if key is None:
             if NETWORK_KEY in keys:
@@ -307,17 +308,19 @@ def run(
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        with _atomic_target(out / RESULTS_FILE) as tmp:
-            table.to_csv(tmp, index=False)
+        figures = {}
         if plot:
             suffix = " (transposed)" if transpose else ""
-            plot_pr_curves(curves, title=f"{truth_name}{suffix}", path=out / "pr_curves.png")
+            figures[out / "pr_curves.png"] = plot_pr_curves(curves, title=f"{truth_name}{suffix}")
             for name, curve in curves.items():
-                plot_pr_curves(
-                    {name: curve},
-                    title=f"{name} vs {truth_name}{suffix}",
-                    path=out / f"pr_{_safe_name(name)}.png",
+                figures[out / f"pr_{_safe_name(name)}.png"] = plot_pr_curves(
+                    {name: curve}, title=f"{name} vs {truth_name}{suffix}"
                 )
+        # every file or none: each is moved in place once all are written
+        with contextlib.ExitStack() as stack:
+            for path, fig in figures.items():
+                fig.savefig(stack.enter_context(_atomic_target(path)), format="png")
+            table.to_csv(stack.enter_context(_atomic_target(out / RESULTS_FILE)), index=False)
         logger.info("results written to %s", out)
     return table
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from collections.abc import Iterator
@@ -57,22 +58,48 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """A temporary path next to ``path`` that replaces ``path`` when the block succeeds.
 
     A reader never sees a half-written file, and an existing file is only replaced once
-    the new one is complete; on error the temporary file is removed. The folder of
-    ``path`` is created when missing.
+    the new one is complete; on error (or Ctrl-C) the temporary file is removed. The
+    folder of ``path`` is created when missing.
+
+    Raises
+    ------
+    OSError
+        Of the same kind as the system's (e.g. :class:`PermissionError`), saying which
+        output could not be written and what to check, when the folder cannot be written
+        or the file cannot be moved in place.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise _cannot_write(path, e) from e
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual permissions
     try:
         yield Path(tmp)
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except OSError as e:
+            raise _cannot_write(path, e) from e
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _cannot_write(path: Path, error: OSError) -> OSError:
+    """The same kind of OSError, naming the output and what to check."""
+    reason = error.strerror or str(error)
+    hint = "choose another output path"
+    if isinstance(error, PermissionError):
+        hint = f"check that {path.parent} is writable, or choose another output folder"
+    elif error.errno == errno.ENOSPC:
+        hint = "free some disk space or choose another output folder"
+    out = type(error)(f"cannot write {path}: {reason}; {hint}.")
+    out.errno = error.errno
+    return out
 
 
 def write_h5ad_atomic(adata: ad.AnnData, path: str | os.PathLike, **kwargs) -> Path:

@@ -3,7 +3,8 @@
 ``scprint fit|validate|test --config configs/debug.yaml``
     Lightning's CLI over :class:`scprint.train.ScPrintModule` and
     :class:`scdataloader.DataModule`; the data module's genes, label hierarchies and
-    label order are linked into the model.
+    label order are linked into the model. Bad data (a missing or unreadable file...)
+    ends with exit code 2 and a one-line ``error: ...`` on stderr.
 ``scprint demo [--out demo-output]``
     The main job on the embedded retina data, with a report (see :mod:`scprint.demo`).
 ``scprint gene-embeddings --fasta F --out OUT.parquet``
@@ -71,13 +72,19 @@ def main(argv: Sequence[str] | None = None) -> int | None:
     if argv and argv[0] == "gene-embeddings":
         from .gene_embeddings import main as gene_embeddings_main
 
-        gene_embeddings_main(argv[1:])
-        return
+        return gene_embeddings_main(argv[1:])
     from scdataloader import DataModule
+    from scdataloader.cli_utils import one_line
+    from scdataloader.errors import InputError
 
+    from .checkpoint import CheckpointError
     from .train import ScPrintModule
 
-    _cli_class()(ScPrintModule, DataModule, args=argv, save_config_kwargs={"overwrite": True})
+    try:
+        _cli_class()(ScPrintModule, DataModule, args=argv, save_config_kwargs={"overwrite": True})
+    except (InputError, CheckpointError, OSError) as e:  # bad data, model or paths
+        print(f"error: {one_line(e)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -267,6 +267,20 @@ def _write_report(out: Path, report: dict, figures: dict[str, str]) -> None:
         tmp.write_text("\n".join(lines))
 
 
+def output_problem(out: Path) -> str | None:
+    """Why the demo should not write into ``out`` (``None``: it may). A missing or empty
+    folder, or one holding an earlier demo report (``report.json``), is fine: the demo
+    rewrites its own files. A file, or a folder with anything else in it, is refused."""
+    if out.exists() and not out.is_dir():
+        return f"--out {out} is a file; give a folder for the report."
+    if out.is_dir() and any(out.iterdir()) and not (out / "report.json").is_file():
+        return (
+            f"--out {out} is not empty and holds no earlier demo report; choose a new "
+            "folder or pass --overwrite to write into it anyway."
+        )
+    return None
+
+
 def main(argv: list[str] | None = None) -> None:
     import scprint
     from scdataloader.datasets import fetch
@@ -283,13 +297,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--genie3-trees", type=int, default=100, help="trees per GENIE3 forest")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into a folder that holds other files than an earlier "
+                             "demo report")  # fmt: skip
     args = parser.parse_args(argv)
+    out = Path(args.out)
+    problem = output_problem(out)
+    if problem and not args.overwrite:
+        parser.exit(2, f"scprint demo: error: {problem}\n")
     progress = not args.no_progress
     logging.basicConfig(level=logging.WARNING)
     # one thread: on a small shared machine, OpenMP threads competing with other work make
     # small models many times slower
     torch.set_num_threads(1)
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
 

@@ -813,6 +813,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.WARNING if args.quiet else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    from scdataloader.cli_utils import one_line
+
     try:
         result = build_gene_embeddings(
             args.fasta,
@@ -827,7 +829,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             progress=not args.no_progress,
         )
     except (ValueError, ImportError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
     print(f"wrote {args.out}: {result.shape[0]:,} genes x {result.shape[1]} dimensions")
     return 0

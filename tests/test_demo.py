@@ -49,3 +49,30 @@ def test_demo_runs_the_whole_chain(
     monkeypatch.setattr("scprint.demo._pretrain", retrain)
     main(["demo", "--out", str(out), *fast])
     assert "reusing" in capsys.readouterr().out
+
+
+def test_demo_refuses_a_folder_of_other_files(tmp_path, capsys):
+    import pytest
+
+    from scprint.cli import main
+    from scprint.demo import output_problem
+
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "mine.txt").write_text("keep me")
+    with pytest.raises(SystemExit) as exc:
+        main(["demo", "--out", str(other)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "not empty" in err and "--overwrite" in err and "Traceback" not in err
+    assert [p.name for p in other.iterdir()] == ["mine.txt"]
+    assert (other / "mine.txt").read_text() == "keep me"
+    # a file is refused; a missing or empty folder, or an earlier report, is fine
+    (tmp_path / "f").write_text("x")
+    assert "is a file" in output_problem(tmp_path / "f")
+    assert output_problem(tmp_path / "new") is None
+    earlier = tmp_path / "earlier"
+    earlier.mkdir()
+    (earlier / "report.json").write_text("{}")
+    (earlier / "umap.png").write_bytes(b"")
+    assert output_problem(earlier) is None

@@ -364,3 +364,32 @@ def test_encode_targets_real(tfchip_path):
     assert len(merged) == len({k.split()[0].upper() for k in raw})
     fos = {g.upper() for k, v in raw.items() if k.split()[0] == "FOS" for g in v}
     assert {g.upper() for g in merged["FOS"]} == fos
+
+
+@needs_gseapy
+def test_encode_enrichment_tf_without_edges_is_tested_not_enriched():
+    """A TF with no outgoing edge (an all-zero column, as GENIE3-TF gives a TF not
+    expressed in the cells) is tested and not enriched, and the others still run."""
+    n = 300
+    rng = np.random.default_rng(1)
+    symbols = _symbols(n)
+    m = rng.random((n, n))
+    m[50:80, 0] += 2.0
+    m[:, 1] = 0.0  # GENE1 regulates nothing
+    targets = {"GENE0": symbols[50:80], "GENE1": symbols[100:130]}
+    net = GeneNetwork(m, _ids(n), var=pd.DataFrame({"symbol": symbols}, index=_ids(n)))
+    df = E.encode_enrichment(net, targets, permutations=PERM, min_targets=10).set_index("tf")
+    assert list(df.index) == ["GENE0", "GENE1"]
+    assert df.loc["GENE0", "significant"]
+    silent = df.loc["GENE1"]
+    assert not silent["significant"] and silent["nes"] == 0 and silent["pval"] == 1.0
+    assert silent["n_targets"] == 30
+
+
+@needs_gseapy
+def test_prerank_of_an_all_tied_ranking_enriches_nothing():
+    ranking = pd.Series(0.0, index=_symbols(100))
+    res = E.prerank(ranking, {"s": _symbols(100)[10:30], "t": _symbols(100)[40:60]},
+                    permutations=PERM, min_size=5)  # fmt: skip
+    assert list(res["term"]) == ["s", "t"] and (res["nes"] == 0).all()
+    assert (res["pval"] == 1).all() and (res["n_genes"] == 20).all()

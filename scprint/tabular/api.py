@@ -41,6 +41,7 @@ from .data import (
     GeneAlignment,
     adata_genes,
     align_genes,
+    check_expressed_cells,
     check_input_counts,
     labels_of,
     make_loader,
@@ -167,8 +168,11 @@ def _as_source(
         raise TypeError(f"expected an AnnData or a scdataloader Collection, not {type(data)}")
     from scdataloader.preprocess import counts_matrix
 
+    if data.n_obs == 0 or data.n_vars == 0:
+        raise InputError(f"The AnnData is empty ({data.n_obs} cells x {data.n_vars} genes).")
     X, where = counts_matrix(data, layer)
     check_input_counts(X, where)
+    check_expressed_cells(X, data.obs_names, where)
     align = adata_genes(data, genes, gene_key, warn=warn)
     return X, align, data.obs_names
 

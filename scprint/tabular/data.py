@@ -27,6 +27,7 @@ __all__ = [
     "GeneAlignment",
     "align_genes",
     "adata_genes",
+    "check_expressed_cells",
     "check_input_counts",
     "normalize_batch",
     "split",
@@ -50,10 +51,30 @@ def check_input_counts(X, where: str = "adata.X") -> None:
     from scdataloader.preprocess import check_counts
 
     check = check_counts(X)
+    if check.kind == "empty" and min(X.shape) > 0:  # cells and genes, but no count at all
+        raise CountsError(f"{where}: {check.message} Pass the layer holding the counts.")
     if check.kind not in ("counts", "empty"):
         raise CountsError(
             f"{where}: {check.message} The tabular models normalise counts themselves "
             "(10,000 per cell, then log1p)."
+        )
+
+
+def check_expressed_cells(X, names: Sequence[str], where: str = "adata.X") -> None:
+    """Raise :class:`~scdataloader.errors.QCError` when cells hold no count: a classifier
+    would label them from nothing."""
+    from scdataloader.errors import QCError
+
+    if not (sp.issparse(X) or isinstance(X, np.ndarray)):
+        return  # a backed matrix: not read whole here
+    total = np.asarray(X.sum(axis=1), dtype=np.float64).ravel()
+    empty = np.flatnonzero(total == 0)
+    if empty.size:
+        shown = ", ".join(repr(str(names[i])) for i in empty[:3])
+        raise QCError(
+            f"{empty.size} of {len(total)} cells have no counts in {where} (e.g. {shown}): "
+            "there is nothing to classify in them. Remove them first, e.g. "
+            "sc.pp.filter_cells(adata, min_counts=1)."
         )
 
 

@@ -20,9 +20,16 @@ import torch
 from tqdm.auto import tqdm
 
 from scdataloader.collator import Collator
-from scdataloader.errors import GeneMappingError, InputError, OrganismMismatchError
+from scdataloader.errors import GeneMappingError, InputError, OrganismMismatchError, QCError
 
-__all__ = ["CellSource", "iterate", "prepare", "resolve_model", "model_organisms"]
+__all__ = [
+    "CellSource",
+    "check_not_empty",
+    "iterate",
+    "prepare",
+    "resolve_model",
+    "model_organisms",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +99,15 @@ class CellSource(torch.utils.data.Dataset):
         return {"x": x, "depth": np.float32(values.sum()), "dataset": 0, "index": int(i)}
 
 
+def check_not_empty(adata: ad.AnnData) -> None:
+    """Raise :class:`InputError` for an AnnData with no cell or no gene."""
+    if adata.n_obs == 0 or adata.n_vars == 0:
+        raise InputError(
+            f"The AnnData is empty ({adata.n_obs} cells x {adata.n_vars} genes): nothing "
+            "to run the model on."
+        )
+
+
 def prepare(
     adata: ad.AnnData,
     model,
@@ -100,6 +116,7 @@ def prepare(
     layer: str | None = None,
     organism: str | None = None,
     recover_counts: bool = False,
+    cells: np.ndarray | None = None,
 ) -> CellSource:
     """Check an AnnData against a model and map it into the model's gene space.
 
@@ -117,6 +134,8 @@ def prepare(
         ``"human"`` or ``"mouse"``; default: detected from the genes.
     recover_counts
         Recover exact counts from log-normalised input when possible.
+    cells
+        Rows the task will use (default all): only these must hold counts.
 
     Raises
     ------
@@ -124,6 +143,8 @@ def prepare(
         The matrix does not hold raw counts.
     GeneMappingError, OrganismMismatchError
         Genes that do not map, or map to an organism the model does not know.
+    QCError
+        Cells with no counts (on the genes the model knows): nothing to read in them.
     InputError
         An empty AnnData, or no gene shared with the model.
     """
@@ -136,8 +157,7 @@ def prepare(
     )
 
     module = resolve_model(model)
-    if adata.n_obs == 0 or adata.n_vars == 0:
-        raise InputError(f"The AnnData is empty ({adata.n_obs} cells x {adata.n_vars} genes).")
+    check_not_empty(adata)
     X, where = counts_matrix(adata, layer)
     X = validate_counts(X, recover=recover_counts, where=where)
     counts = sp.csr_matrix(X, dtype=np.float32)  # never written to
@@ -180,9 +200,40 @@ def prepare(
             max(n_unknown, 0),
             len(mapping.unmapped),
         )
+    _check_expressed(counts, index >= 0, adata.obs_names, where, cells)
     measured = np.zeros((1, len(module.genes)), dtype=bool)
     measured[0, index[index >= 0]] = True
     return CellSource(counts, index, len(module.genes), measured, mapping.organism)
+
+
+def _check_expressed(
+    counts: sp.csr_matrix,
+    used: np.ndarray,
+    names: Sequence[str],
+    where: str,
+    cells: np.ndarray | None,
+) -> None:
+    """Refuse cells with no counts, or none on the genes the model uses: the model would
+    read nothing in them and return a made-up answer."""
+    rows = np.arange(counts.shape[0]) if cells is None else np.asarray(cells, dtype=np.int64)
+    total = np.asarray(counts.sum(axis=1), dtype=np.float64).ravel()[rows]
+    on_model = np.asarray(counts @ used.astype(np.float32), dtype=np.float64).ravel()[rows]
+    empty, unknown = rows[total == 0], rows[(total > 0) & (on_model == 0)]
+    if not empty.size and not unknown.size:
+        return
+    if empty.size:
+        shown = ", ".join(repr(str(names[i])) for i in empty[:3])
+        raise QCError(
+            f"{empty.size} of {len(rows)} cells have no counts in {where} (e.g. {shown}): the "
+            "model has nothing to read in them. Remove them first, e.g. "
+            "sc.pp.filter_cells(adata, min_counts=1)."
+        )
+    shown = ", ".join(repr(str(names[i])) for i in unknown[:3])
+    raise QCError(
+        f"{unknown.size} of {len(rows)} cells have counts only in genes the model does not "
+        f"know (e.g. {shown}): the model has nothing to read in them. Remove these cells, or "
+        "use a model whose vocabulary covers their genes."
+    )
 
 
 def iterate(

@@ -45,7 +45,9 @@ import scipy.sparse as sp
 import torch
 from tqdm.auto import tqdm
 
-from ._data import CellSource, iterate, prepare, resolve_model
+from scdataloader.errors import LabelError, QCError
+
+from ._data import CellSource, check_not_empty, iterate, prepare, resolve_model
 
 __all__ = [
     "MeanQK",
@@ -344,6 +346,12 @@ def network_from_heads(mean: MeanQK, heads: Sequence[int] | None = None) -> np.n
 # cells and genes
 
 
+class _MissingColumn(LabelError, KeyError):
+    """A missing obs column: a :class:`LabelError`, and a ``KeyError`` as a missing key."""
+
+    __str__ = LabelError.__str__
+
+
 def _select_cells(
     adata: ad.AnnData,
     cell_type: str | None,
@@ -356,7 +364,7 @@ def _select_cells(
         chosen = np.arange(adata.n_obs)
     else:
         if cell_type_key not in adata.obs.columns:
-            raise KeyError(
+            raise _MissingColumn(
                 f"adata.obs has no column {cell_type_key!r}; available columns: "
                 f"{', '.join(map(str, adata.obs.columns))}."
             )
@@ -377,12 +385,12 @@ def _select_cells(
                 listed = [f"{k} ({names.get(k, '?')}): {v}" for k, v in present.items()]
             else:
                 listed = [f"{k}: {v}" for k, v in present.items()]
-            raise ValueError(
+            raise LabelError(
                 f"No cell of type {cell_type!r} in adata.obs[{cell_type_key!r}]; present "
                 f"(cells): {'; '.join(listed)}."
             )
     if len(chosen) < min_cells:
-        raise ValueError(
+        raise QCError(
             f"Only {len(chosen)} cells of type {cell_type!r}, fewer than min_cells={min_cells}: "
             "a network needs more cells (or lower min_cells)."
         )
@@ -709,8 +717,9 @@ def get_gene_network(
     if heads == "self" and truth is None:
         raise ValueError("heads='self' needs a truth (a GeneNetwork or a (G, G) matrix).")
     layer_list = _check_layers(layers, cfg.n_layers)
+    check_not_empty(adata)
     cells = _select_cells(adata, cell_type, cell_type_key, n_cells, min_cells, seed)
-    source = prepare(adata, module, gene_key=gene_key, layer=layer, organism=organism)
+    source = prepare(adata, module, gene_key=gene_key, layer=layer, organism=organism, cells=cells)
     known = np.flatnonzero(source.model_index >= 0)
     if isinstance(genes, str):
         if genes == "hvg":

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,7 +16,7 @@ import pandas as pd
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["volcano", "write_table", "write_volcanoes", "file_stem"]
+__all__ = ["volcano", "volcano_paths", "write_all", "write_table", "write_volcanoes", "file_stem"]
 
 logger = logging.getLogger(__name__)
 
@@ -110,22 +112,47 @@ def volcano(
     return fig
 
 
-def write_volcanoes(table: pd.DataFrame, folder: str | os.PathLike, **kwargs) -> list[Path]:
-    """One volcano PNG per cell type of ``table``, ``folder/volcano_<cell type>.png``.
-
-    Keyword arguments go to :func:`volcano`. Returns the paths written.
-    """
+def volcano_paths(table: pd.DataFrame, folder: str | os.PathLike) -> dict[str, Path]:
+    """Cell type -> ``folder/volcano_<cell type>.png`` for each cell type of ``table``
+    (distinct file names even when two names differ only by unsafe characters)."""
     folder = Path(folder)
-    paths, seen = [], set()
+    paths: dict[str, Path] = {}
+    seen: set[str] = set()
     for name in pd.unique(table["cell_type"].astype(str)):
         stem = file_stem(name)
         while stem in seen:
             stem += "_"
         seen.add(stem)
-        path = folder / f"volcano_{stem}.png"
-        volcano(table, cell_type=name, path=path, **kwargs)
-        paths.append(path)
+        paths[name] = folder / f"volcano_{stem}.png"
     return paths
+
+
+def write_volcanoes(table: pd.DataFrame, folder: str | os.PathLike, **kwargs) -> list[Path]:
+    """One volcano PNG per cell type of ``table``, ``folder/volcano_<cell type>.png``;
+    all are written, or none (on error no file is left in ``folder``).
+
+    Keyword arguments go to :func:`volcano`. Returns the paths written.
+    """
+    writers = {
+        path: _png_writer(volcano(table, cell_type=name, **kwargs))
+        for name, path in volcano_paths(table, folder).items()
+    }
+    return write_all(writers)
+
+
+def write_all(writers: dict[Path, Callable[[Path], None]]) -> list[Path]:
+    """Call each writer on a temporary file next to its path, then move them all in place:
+    every file is written or none is (each is replaced only once all are complete)."""
+    from scdataloader.io import atomic_path
+
+    with contextlib.ExitStack() as stack:
+        for path, write in writers.items():
+            write(stack.enter_context(atomic_path(path)))
+    return list(writers)
+
+
+def _png_writer(fig: Figure) -> Callable[[Path], None]:
+    return lambda tmp: fig.savefig(tmp, format="png", dpi=130, bbox_inches="tight")
 
 
 def _write_png(fig: Figure, path: str | os.PathLike) -> Path:

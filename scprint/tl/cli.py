@@ -10,9 +10,9 @@
 
 Runs :func:`scprint.tl.dge` and writes to ``DIR``: ``dge.csv`` (the table, one row per
 cell type and gene) and ``volcano_<cell type>.png`` for each cell type tested. Every
-file is written atomically; existing outputs are kept unless ``--overwrite``. It prints
-the up- and down-regulated gene counts per cell type. Bad input ends with exit code 2
-and a one-line ``error: ...`` on stderr.
+file is written atomically, and all of them or none; existing outputs are kept unless
+``--overwrite``. It prints the up- and down-regulated gene counts per cell type. Bad
+input ends with exit code 2 and a one-line ``error: ...`` on stderr.
 """
 
 from __future__ import annotations
@@ -83,14 +83,18 @@ def _gene_file(path: str) -> list[str]:
     return genes
 
 
+def _png(fig):
+    return lambda tmp: fig.savefig(tmp, format="png", dpi=130, bbox_inches="tight")
+
+
 def _run(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from scdataloader.errors import InputError
     from scdataloader.io import read_anndata
 
-    from . import DGEWarning, dge, write_table, write_volcanoes
-    from ._report import file_stem
+    from . import DGEWarning, dge, volcano
+    from ._report import volcano_paths, write_all
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -135,11 +139,15 @@ def _run(args: argparse.Namespace) -> int:
         else:
             warnings.showwarning(w.message, w.category, w.filename, w.lineno)
     names = pd.unique(table["cell_type"])
-    stale = [out / f"volcano_{file_stem(n)}.png" for n in names]
-    if not args.overwrite and any(p.exists() for p in stale):
+    plots = volcano_paths(table, out)
+    if not args.overwrite and any(p.exists() for p in plots.values()):
         raise InputError(f"volcano plots exist in {out}; pass --overwrite to replace them.")
-    write_volcanoes(table, out, alpha=args.alpha)
-    write_table(table, out / TABLE)  # last: its presence means the run completed
+    writers = {
+        path: _png(volcano(table, cell_type=name, alpha=args.alpha))
+        for name, path in plots.items()
+    }
+    writers[out / TABLE] = lambda tmp: table.to_csv(tmp, index=False)
+    write_all(writers)  # all the files or none
     counts = table.groupby("cell_type")["direction"].value_counts().unstack(fill_value=0)
     print(f"{table.attrs['target']} vs {table.attrs['reference']} ({args.method}):")
     for name, row in counts.iterrows():

@@ -50,12 +50,13 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from scdataloader.errors import InputError
+from scdataloader.errors import CountsError, InputError
 
 __all__ = [
     "COLUMNS",
     "METHODS",
     "N_CONTROL_GENES",
+    "DGECountsError",
     "DGEError",
     "DGEWarning",
     "bh_adjust",
@@ -98,6 +99,10 @@ _TARGET_SUM = 1e4
 
 class DGEError(InputError):
     """The input cannot be tested as asked; the message says what is wrong and what to do."""
+
+
+class DGECountsError(DGEError, CountsError):
+    """The values cannot be tested: NaN, negative, or not counts where counts are needed."""
 
 
 class DGEWarning(UserWarning):
@@ -381,18 +386,18 @@ def _check_values(X, where: str, method: str, *, allow_non_counts: bool, normali
     values = _matrix_values(X)
     if not np.all(np.isfinite(values)):
         bad = int((~np.isfinite(values)).sum())
-        raise DGEError(
+        raise DGECountsError(
             f"{where} holds {bad} NaN or infinite values in the cells to test. Fix or "
             "remove them first (replace by 0 only if they really mean no expression)."
         )
     if not (method == "lmm" and not normalize) and values.size and values.min() < 0:
-        raise DGEError(
+        raise DGECountsError(
             f"{where} holds negative values (min {values.min():.3g}): it looks scaled or "
             "centred. Pass raw (or denoised) counts with layer=."
         )
     integer = bool(np.all(values == np.rint(values)))
     if method == "pseudobulk" and not integer and not allow_non_counts:
-        raise DGEError(
+        raise DGECountsError(
             f"{where} holds non-integer values (e.g. {values[values != np.rint(values)][:3]})"
             "; pseudobulk testing needs counts. Pass the raw counts with layer=, or, for a "
             "denoised layer of expected counts, allow_non_counts=True to round them."
@@ -402,7 +407,7 @@ def _check_values(X, where: str, method: str, *, allow_non_counts: bool, normali
 
         check = check_counts(X)
         if check.kind == "recoverable":
-            raise DGEError(
+            raise DGECountsError(
                 f"{where} looks log-transformed counts ({check.transform}); the mixed model "
                 "normalises counts itself. Pass the counts, or normalize=False to use the "
                 "values as they are."
@@ -723,6 +728,10 @@ def dge(
         raise DGEError(f"min_cells must be at least 1, got {min_cells}.")
     if not 0 < alpha < 1:
         raise DGEError(f"alpha must be in (0, 1), got {alpha}.")
+    if adata.n_obs == 0 or adata.n_vars == 0:
+        raise DGEError(
+            f"The AnnData is empty ({adata.n_obs} cells x {adata.n_vars} genes): nothing to test."
+        )
     cond_col = _column(adata, condition, "condition")
     group_col = _column(adata, groupby, "groupby")
     donor_col = _column(adata, donor_key, "donor_key")
