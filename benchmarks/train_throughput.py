@@ -227,7 +227,16 @@ def _run(cmd: list[str], cwd: Path, env: dict, timeout: float, log: Path) -> tup
                 break
             time.sleep(0.2)
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, usage.ru_maxrss / 1024  # kB on Linux
+    child_mb = usage.ru_maxrss / 1024  # kB on Linux
+    # Linux carries the high-water mark of the memory a process had before execve into its
+    # ru_maxrss: a child started from a large parent never reports less than the parent's
+    # peak. Say so when the figure may be the parent's rather than the child's own.
+    parent_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if child_mb <= parent_mb * 1.01:
+        print(f"warning: the child's peak RSS ({child_mb:.0f} MB) is not above this "
+              f"process's own peak ({parent_mb:.0f} MB), which it inherits through execve: "
+              "it is an upper bound, read VmHWM in the child for its own peak", flush=True)  # fmt: skip
+    return proc.returncode, child_mb
 
 
 def _tail(path: Path, n: int = 3000) -> str:

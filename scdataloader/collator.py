@@ -16,10 +16,23 @@ Modes:
 Padding only uses genes the cell's dataset measured (``measured``); a cell with fewer
 measured genes than ``max_len`` is padded with unmeasured genes, which are flagged in
 ``mask`` (False) so the model and losses can ignore them.
+
+Unexpressed genes (``zero_genes``, modes ``"random expr"`` and ``"most expr"``): the
+paper pads every pretraining sequence with randomly drawn unexpressed genes, so that the
+model sees true zeros next to the dropouts of the denoising loss and learns to tell them
+apart. With ``zero_genes = N`` the sequence keeps its length ``max_len``: its last ``N``
+positions go to measured-but-unexpressed genes drawn at random (unmeasured genes, flagged
+in ``mask``, when the cell's dataset measured fewer than ``N`` unexpressed genes) and the
+first ``max_len - N`` to expressed genes, chosen as the mode says. A cell with fewer
+expressed genes gets all of them and more unexpressed genes, as without the option; a
+cell with fewer than ``N`` zero genes at all gets more expressed genes. ``N = 0`` (the
+default) gives exactly the sequences of earlier versions. The draws come from the same
+generator as the rest of the sequence, so the seeding rules below hold unchanged.
 """
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from typing import Literal
 
@@ -61,6 +74,11 @@ class Collator:
         Draw each cell's genes from its own generator, seeded by ``(seed, index)``: a
         cell then gets the same genes whatever batch it is in (for inference; in training
         a cell drawn twice should show different genes, the default).
+    zero_genes
+        Positions of each sequence given to randomly drawn unexpressed genes in the
+        ``"random expr"`` and ``"most expr"`` modes, taken from ``max_len`` (which stays
+        the sequence length); see the module docstring. An integer in ``[0, max_len)``;
+        ignored by the other modes.
 
     Returns (on call)
     -----------------
@@ -81,6 +99,7 @@ class Collator:
         measured_index: np.ndarray | None = None,
         seed: int | None = 0,
         seed_per_cell: bool = False,
+        zero_genes: int = 0,
     ):
         if mode not in ("random expr", "most expr", "all", "genes"):
             raise InputError(
@@ -92,6 +111,18 @@ class Collator:
         self.max_len = int(max_len)
         if self.max_len < 1:
             raise InputError("max_len must be >= 1.")
+        if isinstance(zero_genes, bool) or not isinstance(zero_genes, numbers.Integral):
+            raise InputError(
+                f"zero_genes must be an integer (unexpressed genes per sequence), got "
+                f"{zero_genes!r}."
+            )
+        if not 0 <= int(zero_genes) < self.max_len:
+            raise InputError(
+                f"zero_genes={zero_genes} must be >= 0 and below max_len={self.max_len}: "
+                "the unexpressed genes take part of the sequence, which needs room for "
+                "expressed genes."
+            )
+        self.zero_genes = int(zero_genes)
         self.gene_positions: np.ndarray | None = None
         if mode == "genes":
             if gene_list is None or len(gene_list) == 0:
@@ -141,31 +172,40 @@ class Collator:
         n = len(x)
         expressed = np.flatnonzero(x > 0)
         L = min(self.max_len, n)
-        if len(expressed) >= L:
+        # room for expressed genes: all but the unexpressed ones the cell can give
+        E = L - min(self.zero_genes, n - len(expressed))
+        if len(expressed) >= E:
             if self.mode == "random expr":
-                return rng.choice(expressed, L, replace=False)
-            # most expressed, ties broken at random: sort by (-x, random key)
-            keys = rng.random(len(expressed))
-            order = np.lexsort((keys, -x[expressed]))
-            return expressed[order[:L]]
+                chosen = rng.choice(expressed, E, replace=False)
+            else:
+                # most expressed, ties broken at random: sort by (-x, random key)
+                keys = rng.random(len(expressed))
+                chosen = expressed[np.lexsort((keys, -x[expressed]))[:E]]
+            if E == L:
+                return chosen
+            return np.concatenate([chosen, self._zeros(x, measured, L - E, rng)])
         if self.mode == "random expr":
             chosen = rng.permutation(expressed)
         else:
             keys = rng.random(len(expressed))
             chosen = expressed[np.lexsort((keys, -x[expressed]))]
-        need = L - len(chosen)
+        return np.concatenate([chosen, self._zeros(x, measured, L - len(chosen), rng)])
+
+    @staticmethod
+    def _zeros(x: np.ndarray, measured: np.ndarray | None, need: int, rng) -> np.ndarray:
+        """``need`` distinct unexpressed genes drawn at random: measured ones first, then
+        unmeasured ones (flagged in ``mask``) when the measured ones run out."""
         zero = x == 0
         if measured is not None:
             pool = np.flatnonzero(zero & measured)
             if len(pool) < need:  # not enough measured zeros: unmeasured genes too
                 extra = np.flatnonzero(zero & ~measured)
-                pad = np.concatenate(
+                return np.concatenate(
                     [rng.permutation(pool), rng.permutation(extra)[: need - len(pool)]]
                 )
-                return np.concatenate([chosen, pad])
         else:
             pool = np.flatnonzero(zero)
-        return np.concatenate([chosen, rng.choice(pool, need, replace=False)])
+        return rng.choice(pool, need, replace=False)
 
     def __call__(self, items: Sequence[dict]) -> dict[str, torch.Tensor]:
         if len(items) == 0:

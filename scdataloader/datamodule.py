@@ -62,6 +62,13 @@ class DataModule(pl.LightningDataModule):
         Cells drawn per training epoch (a sub-epoch); default: the training set's size.
     mode, max_len, gene_list
         Collator options (see :class:`Collator`).
+    zero_genes
+        Positions of each ``"random expr"`` / ``"most expr"`` sequence given to randomly
+        drawn unexpressed genes, out of ``max_len`` (see :class:`Collator`): the paper pads
+        its pretraining inputs this way so the model learns true zeros from dropouts.
+        ``0`` (the default) keeps the sequences of expressed genes only. The collator
+        options (``mode``, ``max_len``, ``zero_genes``) are recorded in :meth:`state_dict`,
+        hence in Lightning checkpoints.
     seed
         Seed of the splits, the sampler and the collator.
     """
@@ -83,6 +90,7 @@ class DataModule(pl.LightningDataModule):
         mode: CollatorMode = "random expr",
         max_len: int = 2200,
         gene_list: Sequence[str] | None = None,
+        zero_genes: int = 0,
         seed: int = 42,
     ):
         super().__init__()
@@ -120,6 +128,7 @@ class DataModule(pl.LightningDataModule):
             gene_list=gene_list,
             measured=collection.measured_sets,
             measured_index=collection.gene_set_of_file,
+            zero_genes=zero_genes,
             seed=seed,
         )
         self.eval_collator = Collator(
@@ -129,6 +138,7 @@ class DataModule(pl.LightningDataModule):
             gene_list=gene_list,
             measured=collection.measured_sets,
             measured_index=collection.gene_set_of_file,
+            zero_genes=zero_genes,
             seed=seed + 1,
         )
         self.train_idx, self.val_idx, self.test_idx = self._split()
@@ -295,6 +305,12 @@ class DataModule(pl.LightningDataModule):
 
     # --------------------------------------------------------------- state
 
+    @property
+    def collator_options(self) -> dict[str, Any]:
+        """The training collator's options: ``mode``, ``max_len``, ``zero_genes``."""
+        c = self.collator
+        return {"mode": c.mode, "max_len": c.max_len, "zero_genes": c.zero_genes}
+
     def state_dict(self) -> dict[str, Any]:
         """Sampler position, saved in Lightning checkpoints.
 
@@ -302,7 +318,7 @@ class DataModule(pl.LightningDataModule):
         the sampler itself runs ahead by the batches that DataLoader workers and Lightning
         prefetch, which a resumed run would otherwise skip.
         """
-        state: dict[str, Any] = {"seed": self.seed}
+        state: dict[str, Any] = {"seed": self.seed, "collator": self.collator_options}
         if self.sampler is not None:
             sampler_state = self.sampler.state_dict()
             consumed = self._consumed_in_fit()
@@ -335,6 +351,13 @@ class DataModule(pl.LightningDataModule):
         if state.get("seed", self.seed) != self.seed:
             raise InputError(
                 f"The checkpoint's data seed {state['seed']} differs from this run's {self.seed}."
+            )
+        saved = state.get("collator")
+        if saved is not None and saved != self.collator_options:
+            logger.warning(
+                "The checkpoint was trained with collator options %s; this run uses %s.",
+                saved,
+                self.collator_options,
             )
         if "sampler" in state:
             if self.sampler is not None:

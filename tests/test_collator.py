@@ -242,3 +242,97 @@ def test_seed_per_cell_makes_draws_independent_of_the_batch(coll, rich):
     assert torch.equal(alone["genes"][0], together["genes"][1])
     batchwise = Collator(coll.genes, mode="random expr", max_len=500, seed=3)
     assert not torch.equal(batchwise([rich[1]])["genes"][0], batchwise(rich[:3])["genes"][1])
+
+
+# ----------------------------------------------------------------- zero genes
+
+
+def _n_zero(out, b) -> int:
+    return int((out["x"][b] == 0).sum())
+
+
+@pytest.mark.parametrize("mode", ["random expr", "most expr"])
+def test_zero_genes_take_exactly_n_positions(coll, rich, mode):
+    col = Collator(coll.genes, mode=mode, max_len=600, zero_genes=100, seed=0)
+    out = col(rich)
+    assert out["x"].shape == (8, 600) and out["mask"].all()
+    for b, item in enumerate(rich):
+        pos = out["genes"][b].numpy()
+        assert len(np.unique(pos)) == 600  # no gene twice
+        # expressed genes first, then exactly 100 unexpressed ones
+        assert (item["x"][pos[:500]] > 0).all() and (item["x"][pos[500:]] == 0).all()
+        assert _n_zero(out, b) == 100
+        np.testing.assert_array_equal(out["x"][b].numpy(), item["x"][pos])
+        if mode == "most expr":  # the expressed part is still the top of the counts
+            top = np.sort(item["x"][item["x"] > 0])[::-1]
+            assert item["x"][pos[:500]].min() == top[499]
+
+
+def test_zero_genes_are_drawn_at_random_and_deterministically(coll, rich):
+    col = Collator(coll.genes, mode="random expr", max_len=600, zero_genes=100, seed=4)
+    a = col([rich[0], rich[0]])
+    # two copies of one cell get different unexpressed genes (and expressed ones)
+    assert set(a["genes"][0, 500:].tolist()) != set(a["genes"][1, 500:].tolist())
+    # the same seed and cells give the same sequences; another seed other zeros
+    again = Collator(coll.genes, mode="random expr", max_len=600, zero_genes=100, seed=4)
+    assert torch.equal(a["genes"], again([rich[0], rich[0]])["genes"])
+    other = Collator(coll.genes, mode="random expr", max_len=600, zero_genes=100, seed=5)
+    assert not torch.equal(a["genes"][0, 500:], other([rich[0], rich[0]])["genes"][0, 500:])
+    # the zeros come from the whole gene space, not from its first genes
+    assert a["genes"][0, 500:].max() > coll.n_genes // 2
+    # per-cell seeding: a cell gets the same genes in any batch
+    per_cell = Collator(coll.genes, max_len=600, zero_genes=100, seed=4, seed_per_cell=True)
+    assert torch.equal(per_cell([rich[2]])["genes"][0], per_cell(rich[:3])["genes"][2])
+
+
+def test_zero_genes_default_keeps_the_old_sequences(coll, rich, poor):
+    for mode in ("random expr", "most expr"):
+        old = Collator(coll.genes, mode=mode, max_len=700, seed=7)(rich[:3] + [poor])
+        new = Collator(coll.genes, mode=mode, max_len=700, zero_genes=0, seed=7)
+        assert torch.equal(old["genes"], new(rich[:3] + [poor])["genes"])
+        assert (old["x"][:3] > 0).all()  # rich cells: expressed genes only
+
+
+def test_zero_genes_fall_back_on_unmeasured_genes_masked(coll, rich):
+    item = rich[0]
+    expressed = np.flatnonzero(item["x"] > 0)
+    zeros = np.flatnonzero(item["x"] == 0)
+    measured_zeros = zeros[::1000][:30]
+    measured = np.zeros((1, coll.n_genes), dtype=bool)
+    measured[0, expressed] = True
+    measured[0, measured_zeros] = True
+    col = Collator(coll.genes, max_len=600, zero_genes=100, measured=measured, seed=2)
+    out = col([item])
+    pos, mask = out["genes"][0].numpy(), out["mask"][0].numpy()
+    assert len(np.unique(pos)) == 600 and _n_zero(out, 0) == 100
+    # every measured zero first, then 70 unmeasured genes, which the mask flags
+    assert set(pos[500:530].tolist()) == set(measured_zeros.tolist())
+    assert not measured[0, pos[530:]].any()
+    np.testing.assert_array_equal(mask, measured[0, pos])
+    assert mask[:530].all() and not mask[530:].any()
+
+
+def test_zero_genes_with_too_few_expressed_or_too_few_zeros(coll, poor, rich):
+    # a cell with fewer expressed genes than max_len - N: all of them, the rest zeros
+    n_exp = len(_expressed(poor))
+    col = Collator(coll.genes, max_len=n_exp + 300, zero_genes=100, seed=0)
+    out = col([poor])
+    assert set(out["genes"][0, :n_exp].tolist()) == _expressed(poor)
+    assert _n_zero(out, 0) == 300
+    # a gene space with only 10 zeros for this cell: those 10, the rest expressed genes
+    item = rich[0]
+    keep = np.concatenate([np.flatnonzero(item["x"] > 0), np.flatnonzero(item["x"] == 0)[:10]])
+    keep.sort()
+    small = dict(item, x=item["x"][keep])
+    out = Collator(coll.genes[keep], max_len=600, zero_genes=100, seed=0)([small])
+    assert _n_zero(out, 0) == 10 and len(np.unique(out["genes"][0].numpy())) == 600
+
+
+def test_zero_genes_bad_values_are_clear_errors(coll):
+    for bad in (-1, 2.5, True, "3", None):
+        with pytest.raises(InputError, match="zero_genes"):
+            Collator(coll.genes, max_len=100, zero_genes=bad)
+    for bad in (100, 150):
+        with pytest.raises(InputError, match="below max_len=100"):
+            Collator(coll.genes, max_len=100, zero_genes=bad)
+    assert Collator(coll.genes, max_len=100, zero_genes=np.int64(99)).zero_genes == 99

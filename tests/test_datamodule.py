@@ -349,3 +349,37 @@ def test_bad_options(parts_coll):
         _dm(parts_coll, split_by="file")
     with pytest.raises(InputError, match="empty"):
         _dm(parts_coll, val_size=0.999, test_datasets=[0, 2])
+
+
+# ----------------------------------------------------------------- zero genes
+
+
+def test_zero_genes_reach_every_loader_and_the_state(parts_coll, caplog):
+    dm = _dm(parts_coll, test_datasets=1, train_samples=64, zero_genes=32)
+    for loader in (dm.train_dataloader(), dm.val_dataloader(), dm.test_dataloader()):
+        b = next(iter(loader))
+        assert b["x"].shape == (32, 128)
+        # every retina cell expresses more than 96 genes: exactly 32 zeros per cell
+        assert ((b["x"] == 0).sum(1) == 32).all()
+        assert (b["x"][:, :96] > 0).all() and b["mask"].all()
+        for row in b["genes"]:
+            assert len(torch.unique(row)) == 128
+    options = {"mode": "random expr", "max_len": 128, "zero_genes": 32}
+    assert dm.collator_options == options
+    state = dm.state_dict()
+    assert state["collator"] == options
+    # resuming with other collator options is allowed, with a warning naming both
+    other = _dm(parts_coll, test_datasets=1, train_samples=64)
+    with caplog.at_level("WARNING", logger="scdataloader.datamodule"):
+        other.load_state_dict(state)
+    assert "'zero_genes': 32" in caplog.text and "'zero_genes': 0" in caplog.text
+    # the default adds none
+    b = next(iter(other.train_dataloader()))
+    assert (b["x"] > 0).all()
+
+
+def test_zero_genes_bad_value(parts_coll):
+    with pytest.raises(InputError, match="zero_genes"):
+        _dm(parts_coll, zero_genes=128)
+    with pytest.raises(InputError, match="zero_genes"):
+        _dm(parts_coll, zero_genes=-5)

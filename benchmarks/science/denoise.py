@@ -42,7 +42,9 @@ Protocol (the paper's Methods, "Denoising validation test", and Figure 4A):
     pretrained on the training cells by the same code path as ``scprint.demo``
     (``--epochs`` sub-epochs, default 90, of 40 batches of 16 cells x 256 genes; the
     demo trains 30), cached under ``~/.cache/scprint/science/`` with its provenance in
-    a ``.json`` beside it, unless ``--ckpt`` is given; each held-out cell's 5,000 genes
+    a ``.json`` beside it, unless ``--ckpt`` is given (e.g. the science model of
+    ``pretrain.py``, whose ``provenance.json`` and ``held_out.json`` are read to report
+    its training and check that it never saw a scored cell); each held-out cell's 5,000 genes
     in one sequence (``max_len=5000``), asked for the depth 1 / ``--keep`` times the
     noisy one (``--depth-multiplier``; with 1 the ranks, hence the scores, were the
     same to four decimals);
@@ -106,17 +108,9 @@ def _version(dist: str) -> str:
 # --------------------------------------------------------------------------- protocol
 
 
-def stratified_split(labels, test_frac: float, seed: int):
-    """Boolean mask of held-out cells: ``test_frac`` of each label, at least one."""
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    test = np.zeros(len(labels), dtype=bool)
-    for lab in np.unique(labels):
-        idx = np.flatnonzero(labels == lab)
-        n = max(1, round(test_frac * len(idx))) if len(idx) > 1 else 0
-        test[rng.choice(idx, size=n, replace=False)] = True
-    return test
+# The held-out protocol of every science benchmark: the 501 cells held out here are those
+# the science model (``pretrain.py``) never saw.
+stratified_split = _load_file_module("_science_splits", HERE / "splits.py").stratified_split
 
 
 def binomial_thin(counts, keep: float, seed: int):
@@ -409,6 +403,34 @@ def _pretrained_checkpoint(tt, raw, test_mask, work: Path, args) -> tuple[Path, 
     return ckpt, info
 
 
+def given_checkpoint_info(ckpt: Path, scored) -> dict:
+    """What a ``--ckpt`` model was trained on, from the ``provenance.json`` and
+    ``held_out.json`` that ``pretrain.py`` writes beside it, and whether every scored cell
+    was held out from it (``unseen``); without them, the model may have seen the cells."""
+    info: dict = {"given": str(ckpt)}
+    prov_path, held_path = ckpt.parent / "provenance.json", ckpt.parent / "held_out.json"
+    if not (prov_path.exists() and held_path.exists()):
+        info["note"] = "no provenance.json / held_out.json beside it: may have seen these cells"
+        return info
+    prov = json.loads(prov_path.read_text())
+    held = set(json.loads(held_path.read_text()).get("retina", []))
+    seen = [c for c in map(str, scored) if c not in held]
+    hp = prov.get("hyperparameters", {})
+    info.update(
+        unseen=not seen,
+        scored_cells_seen_in_training=len(seen),
+        datasets={k: v.get("training_cells") for k, v in prov.get("datasets", {}).items()},
+        steps=prov.get("steps"),
+        wall_seconds=prov.get("wall_seconds"),
+        **{k: hp.get(k) for k in ("preset", "max_len", "zero_genes", "batch_size", "lr")},
+        final_losses=prov.get("final_losses"),
+    )
+    if seen:
+        print(f"warning: {len(seen)} scored cells were in the model's training data "
+              f"(e.g. {seen[:3]})", file=sys.stderr)  # fmt: skip
+    return info
+
+
 def _fmt(v, spec: str) -> str:
     if v is None:
         return "-"
@@ -446,7 +468,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", type=float, default=0.3, help="binomial thinning: P(keep)")
     parser.add_argument("--n-genes", type=int, default=5000, help="most variable genes")
     parser.add_argument("--test-frac", type=float, default=0.5, help="held-out cells")
-    parser.add_argument("--ckpt", default=None, help="a checkpoint instead of pretraining")
+    parser.add_argument(
+        "--ckpt",
+        default=None,
+        help="a checkpoint instead of pretraining, e.g. the science model of pretrain.py "
+        "(splits.science_checkpoint()), trained without the cells held out here",
+    )
     parser.add_argument("--epochs", type=int, default=90, help="pretraining sub-epochs")
     parser.add_argument("--retrain", action="store_true", help="ignore a cached checkpoint")
     parser.add_argument("--pretrain-timeout", type=float, default=1800.0)
@@ -529,7 +556,7 @@ def main(argv: list[str] | None = None) -> int:
                     row_ckpt = ckpt
                 else:
                     row_ckpt = Path(args.ckpt)
-                    ckpt_info = {"given": str(row_ckpt), "note": "may have seen these cells"}
+                    ckpt_info = given_checkpoint_info(row_ckpt, raw.obs_names[test])
                 row["checkpoint"] = str(row_ckpt.name)
                 python: Path | str = sys.executable
             elif method in PEERS:
