@@ -70,7 +70,6 @@ is the time inside the child without imports and I/O. Options: ``--methods``,
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 import tempfile
@@ -79,6 +78,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from common import load_file_module as _load_file_module  # noqa: E402
+from common import package_version as _version  # noqa: E402
+
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "science_denoise.jsonl"
 DEFAULT_PEER_PYTHON = Path.home() / ".cache" / "science-peers-venv" / "bin" / "python"
 METHODS = ("noisy", "scprint", "knn_smoothing", "magic", "scvi")
@@ -86,23 +89,6 @@ PEERS = ("magic", "scvi")
 RARE_TYPES = ("microglial cell", "astrocyte")
 CELL_TYPE = "cell_type"
 ORGANISM_KEY = "organism_ontology_term_id"
-
-
-def _load_file_module(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def _version(dist: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(dist)
-    except PackageNotFoundError:
-        return "absent"
 
 
 # --------------------------------------------------------------------------- protocol

@@ -81,7 +81,6 @@ tables take their rows). Options: ``--tables``, ``--methods``,
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import sys
@@ -91,6 +90,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from common import load_file_module as _load_file_module  # noqa: E402
+from common import package_version as _version  # noqa: E402
+
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "wu2020_tcells_200.h5ad"
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "science_embeddings.jsonl"
 DEFAULT_PEER_PYTHON = Path.home() / ".cache" / "science-peers-venv" / "bin" / "python"
@@ -103,23 +106,6 @@ PRE_INTEGRATED = "pca"
 BIO = ("Isolated labels", "KMeans NMI", "KMeans ARI", "Silhouette label", "cLISI")
 BATCH_METRICS = ("BRAS", "iLISI", "KBET", "Graph connectivity", "PCR comparison")
 AGGREGATES = ("Bio conservation", "Batch correction", "Total")
-
-
-def _load_file_module(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def _version(dist: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(dist)
-    except PackageNotFoundError:
-        return "absent"
 
 
 # --------------------------------------------------------------------------- children

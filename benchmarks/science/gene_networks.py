@@ -132,7 +132,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib.util
 import json
 import logging
 import sys
@@ -145,6 +144,10 @@ import pandas as pd
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from common import load_file_module as _load_file_module  # noqa: E402
+from common import package_version as _version  # noqa: E402
+
 DATA = REPO.parent / "shared" / "data"
 DEFAULT_MCALLA = DATA / "networks" / "mcalla_hesc"
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "science_gene_networks.jsonl"
@@ -182,25 +185,6 @@ __all__ = [
     "score",
     "split_edges",
 ]
-
-
-def _load_file_module(name: str, path: Path):
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def _version(dist: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(dist)
-    except PackageNotFoundError:
-        return "absent"
 
 
 # --------------------------------------------------------------------------- the model
