@@ -131,14 +131,13 @@ def _expression(
     Returns ``X`` (cells x chosen genes, C order, ``dtype``; normalised in float64) and
     ``var`` (chosen genes, in the order of ``adata.var_names``).
     """
-    from scdataloader.errors import CountsError, InputError, QCError
-    from scdataloader.preprocess import counts_matrix
+    from scdataloader.errors import CountsError
+    from scdataloader.preprocess import check_expressed_cells, check_not_empty, counts_matrix
 
     if not isinstance(adata, ad.AnnData):
         raise TypeError(f"expected an AnnData (cells x genes), not {type(adata).__name__}")
     X, where = counts_matrix(adata, layer)
-    if adata.n_obs == 0 or adata.n_vars == 0:
-        raise InputError(f"the AnnData is empty ({adata.n_obs} cells x {adata.n_vars} genes)")
+    check_not_empty(adata, "infer a network from")
     if hasattr(X, "to_memory"):  # backed sparse dataset
         X = X.to_memory()
     var = _gene_table(adata)
@@ -177,13 +176,7 @@ def _expression(
                     "pass the raw counts (e.g. layer='counts')."
                 )
         totals = np.asarray(X.sum(axis=1, dtype=np.float64)).ravel()
-        empty = np.flatnonzero(totals == 0)
-        if empty.size:
-            raise QCError(
-                f"{empty.size} cells have no counts in {where} (e.g. "
-                f"{_show(adata.obs_names[empty])}): they cannot be normalised; remove them "
-                "first (e.g. sc.pp.filter_cells(adata, min_counts=1))."
-            )
+        check_expressed_cells(totals, adata.obs_names, where, "they cannot be normalised")
     cols = np.arange(adata.n_vars) if genes is None else _resolve(genes, var, "genes")
     var = var.iloc[cols]
     sub = X[:, cols]

@@ -183,15 +183,13 @@ def _select(adata, args: argparse.Namespace):
 
 def _baseline(args: argparse.Namespace) -> int:
     from scdataloader.io import read_anndata
+    from scdataloader.preprocess import check_not_empty
 
     from . import baselines
 
     out = check_output(args.out, overwrite=args.overwrite, inputs=[args.adata])
     adata = read_anndata(args.adata)
-    if adata.n_obs == 0 or adata.n_vars == 0:
-        raise InputError(
-            f"{args.adata}: the AnnData is empty ({adata.n_obs} cells x {adata.n_vars} genes)."
-        )
+    check_not_empty(adata, "infer a network from")
     adata, genes = _select(adata, args)
     func = baselines.BASELINES[args.method]
     options: dict[str, Any] = {

@@ -37,9 +37,35 @@ __all__ = [
     "log_normalize",
     "gene_names",
     "check_unique_genes",
+    "check_not_empty",
+    "check_expressed_cells",
 ]
 
 logger = logging.getLogger(__name__)
+
+
+def check_not_empty(adata: ad.AnnData, purpose: str, error: type[InputError] = InputError) -> None:
+    """Raise ``error`` (an :class:`InputError`) when ``adata`` has no cell or no gene:
+    there is nothing to ``purpose`` (e.g. ``"test"``, ``"run the model on"``)."""
+    if adata.n_obs == 0 or adata.n_vars == 0:
+        raise error(
+            f"The AnnData is empty ({adata.n_obs} cells x {adata.n_vars} genes): "
+            f"nothing to {purpose}."
+        )
+
+
+def check_expressed_cells(totals: np.ndarray, names: Sequence[str], where: str, why: str) -> None:
+    """Raise :class:`QCError` when cells have no counts (``totals``, one per cell, 0 for
+    an empty cell), naming a few of them (``names``) and saying ``why`` they cannot be
+    used."""
+    empty = np.flatnonzero(np.asarray(totals) == 0)
+    if empty.size:
+        shown = ", ".join(repr(str(names[i])) for i in empty[:3])
+        raise QCError(
+            f"{empty.size} of {len(totals)} cells have no counts in {where} (e.g. {shown}): "
+            f"{why}. Remove them first, e.g. sc.pp.filter_cells(adata, min_counts=1)."
+        )
+
 
 CountKind = Literal[
     "counts", "recoverable", "log_normalized", "normalized", "scaled", "non_finite", "empty"
@@ -520,11 +546,7 @@ def _run_qc(
 ):
     from .genes import map_genes
 
-    if adata.n_obs == 0 or adata.n_vars == 0:
-        raise QCError(
-            f"The AnnData is empty ({adata.n_obs} cells x {adata.n_vars} genes): "
-            "nothing to preprocess."
-        )
+    check_not_empty(adata, "preprocess", QCError)
     X, _ = counts_matrix(adata, layer)
     check = check_counts(X)
     declared = _declared_organism(adata, organism)

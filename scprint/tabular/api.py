@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Literal
 import anndata as ad
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 import torch
 from torch import nn
 
@@ -41,7 +42,6 @@ from .data import (
     GeneAlignment,
     adata_genes,
     align_genes,
-    check_expressed_cells,
     check_input_counts,
     labels_of,
     make_loader,
@@ -166,13 +166,16 @@ def _as_source(
         return data, align, pd.Index(np.arange(len(data)).astype(str))
     if not isinstance(data, ad.AnnData):
         raise TypeError(f"expected an AnnData or a scdataloader Collection, not {type(data)}")
-    from scdataloader.preprocess import counts_matrix
+    from scdataloader.preprocess import check_expressed_cells, check_not_empty, counts_matrix
 
-    if data.n_obs == 0 or data.n_vars == 0:
-        raise InputError(f"The AnnData is empty ({data.n_obs} cells x {data.n_vars} genes).")
+    check_not_empty(data, "classify")
     X, where = counts_matrix(data, layer)
     check_input_counts(X, where)
-    check_expressed_cells(X, data.obs_names, where)
+    if sp.issparse(X) or isinstance(X, np.ndarray):  # a backed matrix is not read whole here
+        totals = np.asarray(X.sum(axis=1), dtype=np.float64).ravel()
+        check_expressed_cells(
+            totals, data.obs_names, where, "there is nothing to classify in them"
+        )
     align = adata_genes(data, genes, gene_key, warn=warn)
     return X, align, data.obs_names
 

@@ -27,7 +27,6 @@ __all__ = [
     "GeneAlignment",
     "align_genes",
     "adata_genes",
-    "check_expressed_cells",
     "check_input_counts",
     "normalize_batch",
     "split",
@@ -57,24 +56,6 @@ def check_input_counts(X, where: str = "adata.X") -> None:
         raise CountsError(
             f"{where}: {check.message} The tabular models normalise counts themselves "
             "(10,000 per cell, then log1p)."
-        )
-
-
-def check_expressed_cells(X, names: Sequence[str], where: str = "adata.X") -> None:
-    """Raise :class:`~scdataloader.errors.QCError` when cells hold no count: a classifier
-    would label them from nothing."""
-    from scdataloader.errors import QCError
-
-    if not (sp.issparse(X) or isinstance(X, np.ndarray)):
-        return  # a backed matrix: not read whole here
-    total = np.asarray(X.sum(axis=1), dtype=np.float64).ravel()
-    empty = np.flatnonzero(total == 0)
-    if empty.size:
-        shown = ", ".join(repr(str(names[i])) for i in empty[:3])
-        raise QCError(
-            f"{empty.size} of {len(total)} cells have no counts in {where} (e.g. {shown}): "
-            "there is nothing to classify in them. Remove them first, e.g. "
-            "sc.pp.filter_cells(adata, min_counts=1)."
         )
 
 

@@ -20,11 +20,11 @@ import torch
 from tqdm.auto import tqdm
 
 from scdataloader.collator import Collator
-from scdataloader.errors import GeneMappingError, InputError, OrganismMismatchError, QCError
+from scdataloader.errors import GeneMappingError, OrganismMismatchError, QCError
+from scdataloader.preprocess import check_expressed_cells, check_not_empty
 
 __all__ = [
     "CellSource",
-    "check_not_empty",
     "iterate",
     "prepare",
     "resolve_model",
@@ -99,15 +99,6 @@ class CellSource(torch.utils.data.Dataset):
         return {"x": x, "depth": np.float32(values.sum()), "dataset": 0, "index": int(i)}
 
 
-def check_not_empty(adata: ad.AnnData) -> None:
-    """Raise :class:`InputError` for an AnnData with no cell or no gene."""
-    if adata.n_obs == 0 or adata.n_vars == 0:
-        raise InputError(
-            f"The AnnData is empty ({adata.n_obs} cells x {adata.n_vars} genes): nothing "
-            "to run the model on."
-        )
-
-
 def prepare(
     adata: ad.AnnData,
     model,
@@ -157,7 +148,7 @@ def prepare(
     )
 
     module = resolve_model(model)
-    check_not_empty(adata)
+    check_not_empty(adata, "run the model on")
     X, where = counts_matrix(adata, layer)
     X = validate_counts(X, recover=recover_counts, where=where)
     counts = sp.csr_matrix(X, dtype=np.float32)  # never written to
@@ -218,16 +209,11 @@ def _check_expressed(
     rows = np.arange(counts.shape[0]) if cells is None else np.asarray(cells, dtype=np.int64)
     total = np.asarray(counts.sum(axis=1), dtype=np.float64).ravel()[rows]
     on_model = np.asarray(counts @ used.astype(np.float32), dtype=np.float64).ravel()[rows]
-    empty, unknown = rows[total == 0], rows[(total > 0) & (on_model == 0)]
-    if not empty.size and not unknown.size:
+    check_expressed_cells(total, np.asarray(names)[rows], where,
+                          "the model has nothing to read in them")  # fmt: skip
+    unknown = rows[(total > 0) & (on_model == 0)]
+    if not unknown.size:
         return
-    if empty.size:
-        shown = ", ".join(repr(str(names[i])) for i in empty[:3])
-        raise QCError(
-            f"{empty.size} of {len(rows)} cells have no counts in {where} (e.g. {shown}): the "
-            "model has nothing to read in them. Remove them first, e.g. "
-            "sc.pp.filter_cells(adata, min_counts=1)."
-        )
     shown = ", ".join(repr(str(names[i])) for i in unknown[:3])
     raise QCError(
         f"{unknown.size} of {len(rows)} cells have counts only in genes the model does not "

@@ -46,8 +46,9 @@ import torch
 from tqdm.auto import tqdm
 
 from scdataloader.errors import LabelError, QCError
+from scdataloader.preprocess import check_not_empty
 
-from ._data import CellSource, check_not_empty, iterate, prepare, resolve_model
+from ._data import CellSource, iterate, prepare, resolve_model
 
 __all__ = [
     "MeanQK",
@@ -717,7 +718,7 @@ def get_gene_network(
     if heads == "self" and truth is None:
         raise ValueError("heads='self' needs a truth (a GeneNetwork or a (G, G) matrix).")
     layer_list = _check_layers(layers, cfg.n_layers)
-    check_not_empty(adata)
+    check_not_empty(adata, "run the model on")
     cells = _select_cells(adata, cell_type, cell_type_key, n_cells, min_cells, seed)
     source = prepare(adata, module, gene_key=gene_key, layer=layer, organism=organism, cells=cells)
     known = np.flatnonzero(source.model_index >= 0)

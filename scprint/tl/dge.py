@@ -51,6 +51,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from scdataloader.errors import CountsError, InputError
+from scdataloader.preprocess import check_not_empty
 
 __all__ = [
     "COLUMNS",
@@ -728,10 +729,7 @@ def dge(
         raise DGEError(f"min_cells must be at least 1, got {min_cells}.")
     if not 0 < alpha < 1:
         raise DGEError(f"alpha must be in (0, 1), got {alpha}.")
-    if adata.n_obs == 0 or adata.n_vars == 0:
-        raise DGEError(
-            f"The AnnData is empty ({adata.n_obs} cells x {adata.n_vars} genes): nothing to test."
-        )
+    check_not_empty(adata, "test", DGEError)
     cond_col = _column(adata, condition, "condition")
     group_col = _column(adata, groupby, "groupby")
     donor_col = _column(adata, donor_key, "donor_key")
