@@ -16,7 +16,15 @@ import pandas as pd
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["volcano", "volcano_paths", "write_all", "write_table", "write_volcanoes", "file_stem"]
+__all__ = [
+    "volcano",
+    "volcano_paths",
+    "volcano_writers",
+    "write_all",
+    "write_table",
+    "write_volcanoes",
+    "file_stem",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -133,11 +141,18 @@ def write_volcanoes(table: pd.DataFrame, folder: str | os.PathLike, **kwargs) ->
 
     Keyword arguments go to :func:`volcano`. Returns the paths written.
     """
-    writers = {
+    return write_all(volcano_writers(table, folder, **kwargs))
+
+
+def volcano_writers(
+    table: pd.DataFrame, folder: str | os.PathLike, **kwargs
+) -> dict[Path, Callable[[Path], None]]:
+    """Path -> writer of each cell type's volcano PNG (see :func:`volcano_paths`), for
+    :func:`write_all`; keyword arguments go to :func:`volcano`."""
+    return {
         path: _png_writer(volcano(table, cell_type=name, **kwargs))
         for name, path in volcano_paths(table, folder).items()
     }
-    return write_all(writers)
 
 
 def write_all(writers: dict[Path, Callable[[Path], None]]) -> list[Path]:

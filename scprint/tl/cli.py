@@ -83,18 +83,14 @@ def _gene_file(path: str) -> list[str]:
     return genes
 
 
-def _png(fig):
-    return lambda tmp: fig.savefig(tmp, format="png", dpi=130, bbox_inches="tight")
-
-
 def _run(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from scdataloader.errors import InputError
     from scdataloader.io import read_anndata
 
-    from . import DGEWarning, dge, volcano
-    from ._report import volcano_paths, write_all
+    from . import DGEWarning, dge
+    from ._report import volcano_paths, volcano_writers, write_all
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -139,13 +135,9 @@ def _run(args: argparse.Namespace) -> int:
         else:
             warnings.showwarning(w.message, w.category, w.filename, w.lineno)
     names = pd.unique(table["cell_type"])
-    plots = volcano_paths(table, out)
-    if not args.overwrite and any(p.exists() for p in plots.values()):
+    if not args.overwrite and any(p.exists() for p in volcano_paths(table, out).values()):
         raise InputError(f"volcano plots exist in {out}; pass --overwrite to replace them.")
-    writers = {
-        path: _png(volcano(table, cell_type=name, alpha=args.alpha))
-        for name, path in plots.items()
-    }
+    writers = volcano_writers(table, out, alpha=args.alpha)
     writers[out / TABLE] = lambda tmp: table.to_csv(tmp, index=False)
     write_all(writers)  # all the files or none
     counts = table.groupby("cell_type")["direction"].value_counts().unstack(fill_value=0)
