@@ -119,6 +119,11 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
+sys.path.insert(0, str(HERE))
+from common import fmt as _fmt  # noqa: E402
+from common import own_peak_rss_mb  # noqa: E402
+from common import package_version as _version  # noqa: E402
+
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "science_classify.jsonl"
 DEFAULT_PEER_PYTHON = Path.home() / ".cache" / "celltypist-venv" / "bin" / "python"
 DEFAULT_DATA_DIR = REPO.parent / "shared" / "data"
@@ -147,26 +152,6 @@ LABELS = {
     "mlp": "ours: mlp (scTab)",
     "scalr": "ours: scaLR (selection + linear)",
 }
-
-
-def _version(dist: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(dist)
-    except PackageNotFoundError:
-        return "absent"
-
-
-def _peak_rss_mb() -> float:
-    """This process's resident-set high-water mark (VmHWM), MB."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
 
 
 def _lognorm(X):
@@ -642,7 +627,7 @@ CHILDREN = {
 def child_main(args) -> int:
     os.environ.setdefault("CELLTYPIST_FOLDER", str(Path(args.work) / "celltypist-home"))
     info = CHILDREN[args.child](args)
-    info["peak_rss_mb"] = round(_peak_rss_mb(), 1)
+    info["peak_rss_mb"] = round(own_peak_rss_mb(), 1)
     out = Path(args.work) / f"{args.child}-{args.dataset}.result.json"
     out.write_text(json.dumps(info))
     return 0
@@ -736,12 +721,6 @@ def run_tabular(args, method: str, spec: dict, work: Path) -> dict:
                 "status": f"{rec['status']}: {err[-1] if err else ''}"}  # fmt: skip
     rec["fit_s_total"] = rec.pop("train_s_total")
     return rec
-
-
-def _fmt(v, spec: str) -> str:
-    if v is None or v != v:
-        return "-"
-    return format(v, spec)
 
 
 def print_table(spec: dict, rows: list[dict]) -> None:

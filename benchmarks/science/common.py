@@ -4,10 +4,14 @@ the children running in the peers' own environments can import it too)."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
-__all__ = ["load_file_module", "package_version"]
+__all__ = ["append_records", "fmt", "load_file_module", "own_peak_rss_mb", "package_version"]
+
+BENCHMARKS = Path(__file__).resolve().parents[1]
 
 
 def load_file_module(name: str, path: Path):
@@ -30,3 +34,34 @@ def package_version(dist: str) -> str:
         return version(dist)
     except PackageNotFoundError:
         return "absent"
+
+
+def own_peak_rss_mb() -> float:
+    """This process's own peak RSS (``VmHWM``), MB; NaN where unknown. A child measures
+    itself this way: the ``ru_maxrss`` that ``wait4`` reports for it is at least its
+    parent's peak, which Linux carries through ``execve``."""
+    tt = load_file_module("_train_throughput", BENCHMARKS / "train_throughput.py")
+    return tt._status_mb("VmHWM")
+
+
+def fmt(v, spec: str) -> str:
+    """``format(v, spec)``, or ``-`` for a missing or NaN value."""
+    if v is None:
+        return "-"
+    try:
+        if v != v:  # NaN
+            return "-"
+    except TypeError:
+        pass
+    return format(v, spec)
+
+
+def append_records(path: Path, common: dict, rows: Iterable[dict]) -> None:
+    """Append one JSON line per row (its fields over ``common``; ``log_tail`` left out)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        for r in rows:
+            rec = {**common, **{k: v for k, v in r.items() if k != "log_tail"}}
+            fh.write(json.dumps(rec, default=str) + "\n")
+    print(f"results appended to {path}")

@@ -79,6 +79,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from common import append_records  # noqa: E402
+from common import fmt as _fmt  # noqa: E402
 from common import load_file_module as _load_file_module  # noqa: E402
 from common import package_version as _version  # noqa: E402
 
@@ -417,17 +419,6 @@ def given_checkpoint_info(ckpt: Path, scored) -> dict:
     return info
 
 
-def _fmt(v, spec: str) -> str:
-    if v is None:
-        return "-"
-    try:
-        if v != v:  # NaN
-            return "-"
-    except TypeError:
-        pass
-    return format(v, spec)
-
-
 def print_table(rows: list[dict]) -> None:
     head = ["method", "version", "cells", "Spearman (all)", "increase", "Spearman (rare)",
             "increase (rare)", "Spearman (observed genes)", "dropout AUROC",
@@ -605,13 +596,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine,
         "total_s": round(total, 1),
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "a") as fh:
-        for r in rows:
-            rec = {**common, **{k: v for k, v in r.items() if k != "log_tail"}}
-            fh.write(json.dumps(rec, default=str) + "\n")
-    print(f"results appended to {out}")
+    append_records(Path(args.out), common, rows)
     return 0
 
 

@@ -91,6 +91,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from common import append_records, own_peak_rss_mb  # noqa: E402
+from common import fmt as _fmt  # noqa: E402
 from common import load_file_module as _load_file_module  # noqa: E402
 from common import package_version as _version  # noqa: E402
 
@@ -306,23 +308,11 @@ CHILDREN = {
 }
 
 
-def _own_peak_rss_mb() -> float | None:
-    """This process's own peak RSS (``VmHWM``, Linux). The ``ru_maxrss`` that ``wait4``
-    reports for a child is at least its parent's peak at the fork, because Linux carries
-    the old address space's high-water mark through ``execve``."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return round(int(line.split()[1]) / 1024)
-    except OSError:
-        pass
-    return None
-
-
 def child_main(args: argparse.Namespace) -> int:
     work = Path(args.work)
     info = CHILDREN[args.child](work, args)
-    info["own_peak_rss_mb"] = _own_peak_rss_mb()
+    peak = own_peak_rss_mb()
+    info["own_peak_rss_mb"] = round(peak) if peak == peak else None
     (work / f"{args.child}_{args.table}.json").write_text(json.dumps(info, default=str))
     return 0
 
@@ -357,7 +347,7 @@ def _run_child(tt, python, child: str, table: str, work: Path, args, timeout: fl
     info_path = work / f"{child}_{table}.json"
     if rc == 0 and info_path.exists():
         result.update(json.loads(info_path.read_text()))
-        if result.get("own_peak_rss_mb") is not None:  # see _own_peak_rss_mb
+        if result.get("own_peak_rss_mb") is not None:  # see common.own_peak_rss_mb
             result["wait4_maxrss_mb"] = result["peak_rss_mb"]
             result["peak_rss_mb"] = result["own_peak_rss_mb"]
     else:
@@ -506,17 +496,6 @@ def seen_cells(info: dict, obs_names, held) -> tuple:
     if info["model"] == "science":
         return ~held, "assumed: pretrain.py trains on all but splits.held_out"
     return None, "unknown: no held_out.json beside the checkpoint"
-
-
-def _fmt(v, spec: str) -> str:
-    if v is None:
-        return "-"
-    try:
-        if v != v:  # NaN
-            return "-"
-    except TypeError:
-        pass
-    return format(v, spec)
 
 
 def print_table(title: str, rows: list[dict]) -> None:
@@ -758,13 +737,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine,
         "total_s": round(total, 1),
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "a") as fh:
-        for r in all_rows:
-            rec = {**common, **{k: v for k, v in r.items() if k != "log_tail"}}
-            fh.write(json.dumps(rec, default=str) + "\n")
-    print(f"results appended to {out}")
+    append_records(Path(args.out), common, all_rows)
     return 0
 
 
