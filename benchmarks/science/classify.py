@@ -123,6 +123,7 @@ sys.path.insert(0, str(HERE))
 from common import fmt as _fmt  # noqa: E402
 from common import own_peak_rss_mb  # noqa: E402
 from common import package_version as _version  # noqa: E402
+from common import sha256 as _sha256  # noqa: E402
 
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "science_classify.jsonl"
 DEFAULT_PEER_PYTHON = Path.home() / ".cache" / "celltypist-venv" / "bin" / "python"
@@ -783,16 +784,6 @@ def reused_rows(args, name: str, rows: list[dict]) -> list[dict]:
     if not found:
         print(f"--reuse {' '.join(args.reuse)}: no other {name} rows in {out}", file=sys.stderr)
     return found
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _provenance(ckpt: Path) -> str:

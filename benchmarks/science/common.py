@@ -9,7 +9,14 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
-__all__ = ["append_records", "fmt", "load_file_module", "own_peak_rss_mb", "package_version"]
+__all__ = [
+    "append_records",
+    "fmt",
+    "load_file_module",
+    "own_peak_rss_mb",
+    "package_version",
+    "sha256",
+]
 
 BENCHMARKS = Path(__file__).resolve().parents[1]
 
@@ -65,3 +72,20 @@ def append_records(path: Path, common: dict, rows: Iterable[dict]) -> None:
             rec = {**common, **{k: v for k, v in r.items() if k != "log_tail"}}
             fh.write(json.dumps(rec, default=str) + "\n")
     print(f"results appended to {path}")
+
+
+def sha256(path: Path) -> str:
+    """The sha256 of a file (as ``scdataloader.datasets`` checks its downloads), or of a
+    folder such as a zarr store: every file's relative name and bytes, in sorted order."""
+    import hashlib
+
+    from scdataloader.datasets import _sha256
+
+    path = Path(path)
+    if not path.is_dir():
+        return _sha256(path)
+    h = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        h.update(str(f.relative_to(path)).encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()

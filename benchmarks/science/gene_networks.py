@@ -147,6 +147,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from common import load_file_module as _load_file_module  # noqa: E402
 from common import package_version as _version  # noqa: E402
+from common import sha256  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data"
 DEFAULT_MCALLA = DATA / "networks" / "mcalla_hesc"
@@ -196,15 +197,11 @@ def checkpoint_provenance(path: Path) -> dict:
     import torch
 
     path = Path(path)
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
     state = torch.load(path, map_location="cpu", weights_only=False)
     hp = dict(state.get("hyper_parameters") or {})
     info = {
         "path": str(path),
-        "sha256": digest.hexdigest(),
+        "sha256": sha256(path),
         "size_mb": round(path.stat().st_size / 2**20, 1),
         "preset": hp.get("preset"),
         "vocabulary": len(hp.get("genes") or []),

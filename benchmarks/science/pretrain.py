@@ -37,7 +37,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import platform
@@ -55,6 +54,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(REPO))
 
 import splits  # noqa: E402
+from common import sha256 as _sha256  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "data"
 HUMAN, MOUSE = "NCBITaxon:9606", "NCBITaxon:10090"
@@ -62,19 +62,6 @@ CELL_TYPE, TCELL = "cell_type_ontology_term_id", "cluster_orig"
 DATASET = "dataset"  # obs column naming each cell's data set, for the sampling weights
 LABEL_KEYS = [CELL_TYPE, TCELL]
 DATASETS = ("retina", "wu2020", "mouse", "mcalla")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    if path.is_dir():  # a zarr store: every file, in a fixed order
-        for f in sorted(p for p in path.rglob("*") if p.is_file()):
-            h.update(str(f.relative_to(path)).encode())
-            h.update(f.read_bytes())
-    else:
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-    return h.hexdigest()
 
 
 # ----------------------------------------------------------------------------- data
