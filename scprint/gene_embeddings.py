@@ -16,6 +16,12 @@ The pipeline, step by step:
 
 The command ``scprint gene-embeddings`` is :func:`main`. ESM2 needs the optional
 dependency ``fair-esm`` (``pip install 'scprint-suite[esm]'``).
+
+Where ESM2 cannot be run (no weights offline), :func:`expression_gene_embeddings` builds
+a table from the training cells themselves: each gene's loadings on their principal
+components, its mean expression and a few random identity columns
+(``scprint gene-embeddings --counts train.h5ad ... --out table.parquet``). It gives the
+class tokens cell-type structure from the first step, which a random table does not.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ import torch
 from tqdm.auto import tqdm
 
 if TYPE_CHECKING:
+    import anndata as ad
     from torch import nn
 
 __all__ = [
@@ -49,6 +56,7 @@ __all__ = [
     "build_gene_embeddings",
     "write_gene_embeddings",
     "load_gene_embeddings",
+    "expression_gene_embeddings",
     "build_parser",
     "main",
 ]
@@ -768,6 +776,184 @@ def build_gene_embeddings(
     return result
 
 
+# --------------------------------------------------------------------------- from expression
+
+
+def expression_gene_embeddings(
+    adatas: ad.AnnData | Sequence[ad.AnnData],
+    *,
+    n_components: int = 32,
+    n_identity: int = 16,
+    min_cells: int = 3,
+    balance: bool = True,
+    layer: str | None = None,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """A gene table from training cells' expression, for when ESM2 cannot be run.
+
+    The paper starts from frozen ESM2 embeddings of each gene's protein, which already
+    place genes of related function near each other. Without them a randomly initialised
+    table of tens of thousands of genes tells the class tokens nothing about cell type
+    until it has been learnt, which takes far more steps than a small run has. This table
+    places genes by how they co-vary across the cells given, so it carries cell-type
+    structure from the first step. Each gene's row is, in this order:
+
+    * its loadings on the first ``n_components`` principal components of the
+      log-normalised cells (``log1p(10,000 x count / cell total)``), each data set
+      centred on its own gene means so that the components follow cell states, not data
+      sets (genes a data set did not measure count as unexpressed there);
+    * its mean log-normalised expression over the data sets that measured it;
+    * ``n_identity`` fixed random values, so that genes of similar expression still have
+      distinct rows.
+
+    The first two parts are scaled together to a standard deviation of 1 over the genes,
+    as are the identity values. Use only the cells the model trains on: a table built
+    on evaluation cells leaks them.
+
+    Parameters
+    ----------
+    adatas
+        One AnnData or several (e.g. one per data set), cells x genes with raw counts
+        and Ensembl gene ids as ``var_names`` (as :func:`scdataloader.preprocess` writes
+        them).
+    n_components
+        Principal components kept (at most the number of cells or genes minus one).
+    n_identity
+        Random identity columns (0 for none).
+    min_cells
+        Genes expressed in fewer cells over all data sets are left out of the table
+        (a model then gives them random rows, see ``ScPrintModule``).
+    balance
+        Weigh each AnnData the same in the components, whatever its number of cells
+        (as a sampler balancing data sets trains on them); False weighs every cell the
+        same.
+    layer
+        Layer holding the counts (None: ``X``); see :func:`scdataloader.log_normalize`.
+    seed
+        Seed of the SVD's start vector and of the identity columns.
+
+    Returns
+    -------
+    pandas.DataFrame
+        float32, indexed by Ensembl gene id (index ``ensembl_id``, sorted), integer
+        columns ``0 .. n_components + n_identity``; ``attrs`` records the method and its
+        options (written to parquet by :func:`write_gene_embeddings`).
+
+    Raises
+    ------
+    ValueError
+        No AnnData, gene ids that are not Ensembl ids, duplicated genes, too few cells or
+        genes for ``n_components``.
+    scdataloader.CountsError
+        A matrix that does not hold raw counts.
+    """
+    import anndata as ad
+    import scipy.sparse as sp
+    from scipy.sparse.linalg import LinearOperator, svds
+
+    from scdataloader.preprocess import log_normalize
+
+    if isinstance(adatas, ad.AnnData):
+        adatas = [adatas]
+    adatas = list(adatas)
+    if not adatas:
+        raise ValueError("expression_gene_embeddings needs at least one AnnData.")
+    if n_components < 1 or n_identity < 0 or min_cells < 1:
+        raise ValueError("n_components and min_cells must be >= 1 and n_identity >= 0.")
+    blocks, genes_of = [], []
+    for i, adata in enumerate(adatas):
+        names = pd.Index([_strip_version(str(g)) for g in adata.var_names])
+        bad = [g for g in names if not g.startswith("ENS")]
+        if bad:
+            raise ValueError(
+                f"AnnData {i}: {len(bad)} of {len(names)} var_names are not Ensembl gene ids "
+                f"(e.g. {_examples(bad)}); map them first with scdataloader.preprocess."
+            )
+        if not names.is_unique:
+            raise ValueError(
+                f"AnnData {i}: duplicated genes {_examples(names[names.duplicated()])}."
+            )
+        if adata.n_obs == 0:
+            raise ValueError(f"AnnData {i} has no cells.")
+        blocks.append(log_normalize(adata, layer=layer))
+        genes_of.append(names)
+    union = pd.Index(sorted(set().union(*genes_of)), name="ensembl_id")
+    # every block on the union's columns
+    stacked, n_cells, means, measured = [], np.zeros(len(union)), [], []
+    for X, names in zip(blocks, genes_of, strict=True):
+        cols = union.get_indexer(names)
+        remap = sp.csr_matrix(
+            (np.ones(len(cols), np.float32), (np.arange(len(cols)), cols)),
+            shape=(len(cols), len(union)),
+        )
+        Xu = sp.csr_matrix(X @ remap)
+        stacked.append(Xu)
+        n_cells += np.diff(Xu.tocsc().indptr)
+        means.append(np.asarray(Xu.mean(axis=0)).ravel())
+        hit = np.zeros(len(union), bool)
+        hit[cols] = True
+        measured.append(hit)
+    keep = n_cells >= min_cells
+    if keep.sum() < 2:
+        raise ValueError(
+            f"only {int(keep.sum())} genes are expressed in at least {min_cells} cells."
+        )
+    union = union[keep]
+    X = sp.vstack([x[:, keep] for x in stacked]).tocsr().astype(np.float64)
+    M = np.stack([m[keep] for m in means])  # (datasets, genes): each data set's gene means
+    sizes = np.array([x.shape[0] for x in stacked])
+    owner = np.repeat(np.arange(len(sizes)), sizes)  # data set of each row
+    k = min(n_components, min(X.shape) - 1)
+    if k < 1:
+        raise ValueError(
+            f"{X.shape[0]} cells x {X.shape[1]} genes: too few for a principal component."
+        )
+    if k < n_components:
+        logger.warning("%d principal components asked; %d possible", n_components, k)
+
+    # each data set weighs the same, however many cells it has (as the sampler does)
+    w = np.sqrt(sizes.sum() / (len(sizes) * sizes))[owner] if balance else np.ones(len(owner))
+
+    def matvec(v):
+        v = np.asarray(v).ravel()
+        return w * (X @ v - (M @ v)[owner])
+
+    def rmatvec(u):
+        u = w * np.asarray(u).ravel()
+        return X.T @ u - M.T @ np.bincount(owner, weights=u, minlength=len(sizes))
+
+    op = LinearOperator(X.shape, matvec=matvec, rmatvec=rmatvec, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    _, sv, vt = svds(op, k=k, v0=rng.standard_normal(min(X.shape)))
+    order = np.argsort(sv)[::-1]
+    loadings = (vt[order].T * sv[order]) / np.sqrt(max(X.shape[0] - 1, 1))  # (genes, k)
+    # a component's sign is arbitrary: fix it so that the largest loading is positive
+    flip = np.sign(loadings[np.abs(loadings).argmax(axis=0), np.arange(k)])
+    loadings *= np.where(flip == 0, 1, flip)
+    seen = np.stack([m[keep] for m in measured])
+    mean = (M * sizes[:, None] * seen).sum(0) / np.maximum((sizes[:, None] * seen).sum(0), 1)
+    expr = np.column_stack([loadings, mean])
+    expr /= expr.std() or 1.0
+    parts = [expr]
+    if n_identity:
+        parts.append(rng.standard_normal((len(union), n_identity)))
+    values = np.hstack(parts).astype(np.float32)
+    result = pd.DataFrame(values, index=union, columns=range(values.shape[1]))
+    result.attrs.update(
+        {
+            "method": "expression principal components",
+            "n_components": int(k),
+            "n_identity": int(n_identity),
+            "min_cells": int(min_cells),
+            "balance": bool(balance),
+            "cells": int(X.shape[0]),
+            "datasets": len(adatas),
+            "seed": int(seed),
+        }
+    )
+    return result
+
+
 # --------------------------------------------------------------------------- command line
 
 
@@ -775,35 +961,66 @@ def build_parser() -> argparse.ArgumentParser:
     """The parser of ``scprint gene-embeddings``."""
     parser = argparse.ArgumentParser(
         prog="scprint gene-embeddings",
-        description="Embed each gene's canonical protein (Ensembl peptide FASTA) with ESM2 "
-        "and write a parquet table indexed by Ensembl gene id.",
+        description="Write a parquet gene table indexed by Ensembl gene id: ESM2 "
+        "embeddings of each gene's canonical protein (--fasta), or, where ESM2 cannot be "
+        "run, principal components of training cells' expression (--counts).",
     )
-    parser.add_argument("--fasta", required=True, help="Ensembl peptide FASTA (.fa or .fa.gz)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--fasta", help="Ensembl peptide FASTA (.fa or .fa.gz)")
+    source.add_argument(
+        "--counts",
+        nargs="+",
+        metavar="H5AD",
+        help="AnnData files of raw counts with Ensembl ids (e.g. scdataloader preprocess "
+        "outputs): the model's training cells only",
+    )
     parser.add_argument("--out", required=True, help="output .parquet (written atomically)")
-    parser.add_argument(
+    esm = parser.add_argument_group("--fasta")
+    esm.add_argument(
         "--model",
         default=DEFAULT_MODEL,
         help=f"ESM model name or local .pt checkpoint (default: {DEFAULT_MODEL})",
     )
-    parser.add_argument(
+    esm.add_argument(
         "--canonical",
         metavar="FILE",
         help="text file of Ensembl canonical transcript ids (default: longest protein)",
     )
-    parser.add_argument(
+    esm.add_argument(
         "--genes", metavar="FILE", help="text file of Ensembl gene ids to embed, one a line"
     )
-    parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
-    parser.add_argument("--batch-tokens", type=int, default=4096, help="tokens per batch")
-    parser.add_argument(
+    esm.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
+    esm.add_argument("--batch-tokens", type=int, default=4096, help="tokens per batch")
+    esm.add_argument(
         "--max-length", type=int, default=1022, help="residues kept per protein (default 1022)"
     )
-    parser.add_argument(
+    esm.add_argument(
         "--layer", type=int, default=None, help="layer to average (default: the last)"
     )
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    esm.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    expr = parser.add_argument_group("--counts")
+    expr.add_argument("--components", type=int, default=32, help="principal components (32)")
+    expr.add_argument("--identity", type=int, default=16, help="random identity columns (16)")
+    expr.add_argument(
+        "--min-cells", type=int, default=3, help="genes expressed in fewer cells are left out"
+    )
+    expr.add_argument("--seed", type=int, default=0)
     parser.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
     return parser
+
+
+def _read_counts(paths: Sequence[str]) -> list[ad.AnnData]:
+    import anndata as ad
+
+    out = []
+    for path in paths:
+        if not Path(path).exists():
+            raise ValueError(f"{path}: no such file")
+        try:
+            out.append(ad.read_h5ad(path))
+        except Exception as e:  # h5py / anndata raise many kinds on a broken file
+            raise ValueError(f"{path}: not a readable .h5ad file ({type(e).__name__}: {e})") from e
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -816,18 +1033,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     from scdataloader.cli_utils import one_line
 
     try:
-        result = build_gene_embeddings(
-            args.fasta,
-            args.out,
-            model=args.model,
-            canonical_transcripts=args.canonical,
-            genes=_first_field_ids(args.genes) if args.genes else None,
-            batch_tokens=args.batch_tokens,
-            max_length=args.max_length,
-            device=args.device,
-            layer=args.layer,
-            progress=not args.no_progress,
-        )
+        if args.counts:
+            result = expression_gene_embeddings(
+                _read_counts(args.counts),
+                n_components=args.components,
+                n_identity=args.identity,
+                min_cells=args.min_cells,
+                seed=args.seed,
+            )
+            write_gene_embeddings(result, args.out)
+        else:
+            result = build_gene_embeddings(
+                args.fasta,
+                args.out,
+                model=args.model,
+                canonical_transcripts=args.canonical,
+                genes=_first_field_ids(args.genes) if args.genes else None,
+                batch_tokens=args.batch_tokens,
+                max_length=args.max_length,
+                device=args.device,
+                layer=args.layer,
+                progress=not args.no_progress,
+            )
     except (ValueError, ImportError, OSError) as e:
         print(f"error: {one_line(e)}", file=sys.stderr)
         return 2

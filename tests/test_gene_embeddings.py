@@ -351,3 +351,117 @@ def test_cli_writes_parquet(fasta, tiny_esm, tmp_path, capsys):
     bad.write_text(">sp|P04637|P53_HUMAN Cellular tumor antigen p53\nMEEPQ\n")
     assert ge.main(["--fasta", str(bad), "--out", str(out), "-q"]) == 2
     assert "no 'gene:' field" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- from expression
+
+
+def _two_states(n_cells: int, genes: list[str], markers: tuple[list[int], list[int]], seed=0):
+    """Counts of two cell states: state 0 expresses the genes at ``markers[0]`` highly,
+    state 1 those at ``markers[1]``; every gene has a background of Poisson(2)."""
+    import anndata as ad
+
+    rng = np.random.default_rng(seed)
+    state = np.arange(n_cells) % 2
+    rate = np.full((n_cells, len(genes)), 2.0)
+    for s, cols in enumerate(markers):
+        rate[np.ix_(state == s, cols)] = 40.0
+    counts = rng.poisson(rate).astype(np.float32)
+    return ad.AnnData(counts, var=pd.DataFrame(index=genes)), state
+
+
+def _ens(i: int) -> str:
+    return f"ENSG{i:011d}"
+
+
+def test_expression_table_places_co_expressed_genes_together():
+    genes = [_ens(i) for i in range(30)]
+    adata, _ = _two_states(60, genes, ([0, 1, 2, 3], [10, 11, 12, 13]))
+    before = adata.X.copy()
+    table = ge.expression_gene_embeddings(adata, n_components=4, n_identity=3)
+    assert list(table.index) == sorted(genes) and table.index.name == "ensembl_id"
+    assert table.shape == (30, 4 + 1 + 3) and table.dtypes.eq(np.float32).all()
+    np.testing.assert_array_equal(adata.X, before)  # the input is left alone
+    pc1 = table[0].to_numpy()
+    # the first component separates the two marker sets, with the background near 0
+    a, b, rest = (
+        pc1[[0, 1, 2, 3]],
+        pc1[[10, 11, 12, 13]],
+        np.delete(pc1, [0, 1, 2, 3, 10, 11, 12, 13]),
+    )
+    assert np.ptp(np.sign(a)) == 0 and np.ptp(np.sign(b)) == 0 and np.sign(a[0]) != np.sign(b[0])
+    assert np.abs(rest).max() < 0.35 * min(np.abs(a).min(), np.abs(b).min())
+    # the expression part has unit scale, the identity part is distinct per gene
+    assert table.iloc[:, :5].to_numpy().std() == pytest.approx(1.0, rel=1e-4)
+    identity = table.iloc[:, 5:].to_numpy()
+    assert len({tuple(r) for r in identity.round(6)}) == 30
+    again = ge.expression_gene_embeddings(adata, n_components=4, n_identity=3)
+    pd.testing.assert_frame_equal(table, again)
+    assert table.attrs["method"] == "expression principal components"
+
+
+def test_expression_table_centres_and_balances_data_sets():
+    # B: 400 cells of genes 0-19 in two states (genes 0-3 vs 5-8); A: 20 cells of genes
+    # 10-29 at a much higher level, 10 of them high on genes 20-22. Centred per data set,
+    # no component follows A vs B on the shared genes 10-19; balanced, A's small state
+    # still gets a component beside B's.
+    import anndata as ad
+
+    genes = [_ens(i) for i in range(30)]
+    rng = np.random.default_rng(1)
+    a = ad.AnnData(
+        rng.poisson(30.0, (20, 20)).astype(np.float32), var=pd.DataFrame(index=genes[10:])
+    )
+    a.X[:10, 10:13] += rng.poisson(300.0, (10, 3))  # genes 20-22
+    b, _ = _two_states(400, genes[:20], ([0, 1, 2, 3], [5, 6, 7, 8]))
+    table = ge.expression_gene_embeddings([a, b], n_components=2, n_identity=0)
+    assert len(table) == 30  # the union of both data sets' genes
+    leaders = [set(np.argsort(-np.abs(table[c].to_numpy()))[:3]) for c in (0, 1)]
+    assert any(s <= set(range(10, 30)) and s & {20, 21, 22} for s in leaders), leaders
+    assert any(s <= {0, 1, 2, 3, 5, 6, 7, 8} for s in leaders), leaders
+    # a gene measured by A only has A's mean, not one diluted by B's cells
+    mean = table[2].to_numpy()
+    assert mean[25] > mean[15]  # gene 25: A only; gene 15: mostly B's lower level
+
+
+def test_expression_table_rejects_bad_input():
+    import anndata as ad
+
+    from scdataloader.errors import CountsError
+
+    genes = [_ens(i) for i in range(10)]
+    adata, _ = _two_states(20, genes, ([0], [5]))
+    symbols = adata.copy()
+    symbols.var_names = [f"GENE{i}" for i in range(10)]
+    with pytest.raises(ValueError, match="not Ensembl gene ids.*scdataloader.preprocess"):
+        ge.expression_gene_embeddings(symbols)
+    logged = adata.copy()
+    logged.X = np.log1p(logged.X)
+    with pytest.raises(CountsError):
+        ge.expression_gene_embeddings(logged)
+    with pytest.raises(ValueError, match="at least one AnnData"):
+        ge.expression_gene_embeddings([])
+    with pytest.raises(ValueError, match="no cells"):
+        ge.expression_gene_embeddings(ad.AnnData(np.zeros((0, 10), np.float32), var=adata.var))
+    with pytest.raises(ValueError, match="expressed in at least 50 cells"):
+        ge.expression_gene_embeddings(adata, min_cells=50)
+
+
+def test_cli_expression_table(tmp_path, capsys):
+    genes = [_ens(i) for i in range(30)]
+    adata, _ = _two_states(60, genes, ([0, 1, 2, 3], [10, 11, 12, 13]))
+    path = tmp_path / "train.h5ad"
+    adata.write_h5ad(path)
+    out = tmp_path / "table.parquet"
+    args = ["--counts", str(path), "--out", str(out), "--components", "4", "--identity", "2"]
+    assert ge.main([*args, "-q"]) == 0
+    assert "30 genes x 7 dimensions" in capsys.readouterr().out
+    table = ge.load_gene_embeddings(out)
+    assert table.shape == (30, 7) and table.attrs["n_components"] == 4
+    broken = tmp_path / "broken.h5ad"
+    broken.write_bytes(b"not hdf5")
+    assert ge.main(["--counts", str(broken), "--out", str(tmp_path / "x.parquet"), "-q"]) == 2
+    assert "not a readable .h5ad" in capsys.readouterr().err
+    assert not (tmp_path / "x.parquet").exists()
+    with pytest.raises(SystemExit):  # --fasta and --counts are exclusive
+        ge.main(["--counts", str(path), "--fasta", "x.fa", "--out", str(out)])

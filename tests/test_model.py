@@ -206,3 +206,29 @@ def test_flash_attention_matches_sdpa_on_gpu():
     qf, kf = outs["flash"]["qk"][1]
     qs, ks = outs["sdpa"]["qk"][1]
     assert torch.equal(qf, qs) and torch.equal(kf, ks)
+
+
+def test_normalize_input_encodes_each_cell_scaled_to_the_same_total():
+    genes, x, depth = _batch()
+    raw, norm = _model(), _model(normalize_input=True)
+    scaled = x / x.sum(1, keepdim=True) * 10_000
+    assert torch.allclose(norm.encoder_input(x), scaled)
+    assert torch.equal(raw.encoder_input(x), x)
+    assert torch.equal(norm.encoder_input(torch.zeros(2, 5)), torch.zeros(2, 5))  # no 0/0
+    with torch.no_grad():
+        # twice the counts at the same depth token: the same cell once normalised
+        a, b = norm(genes, x, depth), norm(genes, 2 * x, depth)
+        c, d = raw(genes, x, depth), raw(genes, 2 * x, depth)
+    assert torch.allclose(a["cell_embs"], b["cell_embs"], atol=1e-5)
+    assert not torch.allclose(c["cell_embs"], d["cell_embs"], atol=1e-3)
+    assert ModelConfig.from_dict(norm.cfg.to_dict()).normalize_input is True
+
+
+def test_pretrained_gene_table_is_projected_to_unit_scale():
+    torch.manual_seed(0)
+    cfg = ModelConfig.preset("debug", n_genes=N_GENES)
+    for scale in (0.05, 1.0, 20.0):
+        table = torch.randn(N_GENES, 48) * scale
+        m = ScPrint(cfg, gene_embeddings=table)
+        tokens = m.gene_proj(m.gene_emb.weight)  # (genes, d): identity part of the tokens
+        assert 0.7 < float(tokens.std()) < 1.3, scale

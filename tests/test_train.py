@@ -202,3 +202,20 @@ def test_hub_ids_fail_clearly_offline(monkeypatch):
         scprint.load("someone/scprint-medium")
     with pytest.raises(CheckpointError, match="no such file"):
         scprint.load("not/a/hub/id.ckpt")
+
+
+def test_loss_weights(retina_path):
+    dm = _data(retina_path, n_batches=2)
+    module = _module(dm, class_weight=10.0, contrastive_weight=0.5)
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    losses = module.compute_losses(batch, generator=torch.Generator().manual_seed(0))
+    key = "class_cell_type_ontology_term_id"
+    expected = (
+        losses["denoise"] + losses["bottleneck"] + 10 * losses[key] + 0.5 * losses["contrastive"]
+    )
+    assert torch.allclose(module.total_loss(losses), expected)
+    plain = _module(dm)
+    assert torch.allclose(plain.total_loss(losses), sum(losses.values()))
+    with pytest.raises(ValueError, match="class_weight.*must be >= 0"):
+        _module(dm, class_weight=-1.0)

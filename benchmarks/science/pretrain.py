@@ -161,7 +161,33 @@ def write_training_files(names, data_dir: Path, work: Path, seed: int):
 # ----------------------------------------------------------------------------- training
 
 
-def build(paths, args):
+def write_gene_table(paths, work: Path, args) -> Path | None:
+    """The expression gene table of the training cells (``--gene-table expression``), or
+    None for a learned table."""
+    if args.gene_table == "learned":
+        return None
+    import anndata as ad
+
+    from scprint.gene_embeddings import expression_gene_embeddings, write_gene_embeddings
+
+    t0 = time.perf_counter()
+    table = expression_gene_embeddings(
+        [ad.read_h5ad(p) for p in paths],
+        n_components=args.table_components,
+        n_identity=args.table_identity,
+        seed=args.seed,
+    )
+    path = work / "gene_table.parquet"
+    write_gene_embeddings(table, path)
+    print(
+        f"gene table: {table.shape[0]:,} genes x {table.shape[1]} columns from "
+        f"{table.attrs['cells']:,} training cells in {time.perf_counter() - t0:.0f} s",
+        flush=True,
+    )
+    return path
+
+
+def build(paths, args, gene_table: Path | None = None):
     from scdataloader import Collection, DataModule
     from scprint.train import ScPrintModule
 
@@ -187,6 +213,9 @@ def build(paths, args):
         lr=args.lr,
         warmup_steps=args.warmup,
         noise=args.noise,
+        gene_embeddings=None if gene_table is None else str(gene_table),
+        normalize_input=args.normalize_input,
+        class_weight=args.class_weight,
     )
     return dm, module
 
@@ -231,7 +260,8 @@ def train(args) -> None:
     paths, summary, held = write_training_files(
         args.datasets, Path(args.data_dir), work, args.seed
     )
-    dm, module = build(paths, args)
+    gene_table = write_gene_table(paths, work, args)
+    dm, module = build(paths, args, gene_table)
     pl.seed_everything(args.seed, verbose=False)
     n_params = sum(p.numel() for p in module.parameters())
     print(
@@ -307,8 +337,14 @@ def train(args) -> None:
                     "val_batches",
                     "threads",
                     "max_minutes",
+                    "gene_table",
+                    "table_components",
+                    "table_identity",
+                    "normalize_input",
+                    "class_weight",
                 )
             },
+            "gene_table_sha256": None if gene_table is None else _sha256(gene_table),
         },
         "steps": int(trainer.global_step),
         "epochs": int(trainer.current_epoch),
@@ -362,6 +398,21 @@ def main(argv=None) -> int:
     p.add_argument("--val-size", type=float, default=0.02)
     p.add_argument("--val-batches", type=int, default=2)
     p.add_argument("--max-minutes", type=float, default=None, help="stop training after this long")
+    p.add_argument(
+        "--gene-table",
+        default="expression",
+        choices=["expression", "learned"],
+        help="frozen gene table from the training cells' principal components "
+        "(scprint.gene_embeddings.expression_gene_embeddings), or a learned random one",
+    )
+    p.add_argument("--table-components", type=int, default=32)
+    p.add_argument("--table-identity", type=int, default=16)
+    p.add_argument(
+        "--normalize-input",
+        action="store_true",
+        help="encode counts scaled to 10,000 per sequence (the reference code's choice)",
+    )
+    p.add_argument("--class-weight", type=float, default=10.0, help="classification losses")
     p.add_argument("--measure", type=int, default=0, help="only time this many steps")
     args = p.parse_args(argv)
     for k in ("max_len", "batch_size", "steps", "steps_per_epoch", "threads"):

@@ -55,6 +55,11 @@ class ModelConfig:
         ``d_model`` when different. 0: a learned table of width ``d_model``.
     freeze_gene_embeddings
         Keep pretrained gene embeddings fixed during training (the paper's choice).
+    normalize_input
+        What the expression encoder sees: False, log2(1 + count) as the paper's Methods
+        write it; True, log2(1 + 10,000 x count / the sequence's total count), as the
+        reference implementation does (``normalization="sum"``), which keeps the cell's
+        sequencing depth out of the gene tokens (the depth token still carries it).
     """
 
     n_genes: int = 0
@@ -69,6 +74,7 @@ class ModelConfig:
     attention: AttentionBackend = "auto"
     gene_embedding_dim: int = 0
     freeze_gene_embeddings: bool = True
+    normalize_input: bool = False
 
     def __post_init__(self) -> None:
         if self.n_genes < 0:

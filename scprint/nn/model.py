@@ -23,7 +23,10 @@ from torch import Tensor, nn
 
 from .config import ModelConfig
 
-__all__ = ["ScPrint", "sinusoidal_encoding", "flash_attn_available"]
+__all__ = ["ScPrint", "sinusoidal_encoding", "flash_attn_available", "NORMALIZED_TOTAL"]
+
+NORMALIZED_TOTAL = 10_000.0
+"""The total a sequence's counts are scaled to when ``ModelConfig.normalize_input``."""
 
 
 def flash_attn_available() -> bool:
@@ -234,6 +237,12 @@ class ScPrint(nn.Module):
             }
         )
         self.apply(self._init)
+        if gene_embeddings is not None and isinstance(self.gene_proj, nn.Linear):
+            # project a pretrained table to unit-scale tokens, as a learned table's N(0, 1)
+            # rows are: at the default 0.02 the gene identities would be a tenth of the
+            # location encoding and the class tokens could not tell cells apart at the start
+            scale = float(gene_embeddings.float().std()) or 1.0
+            nn.init.normal_(self.gene_proj.weight, std=1.0 / (math.sqrt(width) * scale))
 
     @staticmethod
     def _init(module: nn.Module) -> None:
@@ -249,6 +258,16 @@ class ScPrint(nn.Module):
         emb = self.gene_proj(self.gene_emb(genes))
         loc = sinusoidal_encoding(self.gene_locations[genes], self.cfg.d_model)
         return emb + loc.to(emb.dtype)
+
+    def encoder_input(self, x: Tensor) -> Tensor:
+        """The counts the expression encoder takes (it applies log2(1 + .) itself): the
+        counts, or with ``cfg.normalize_input`` each cell's counts scaled to a total of
+        10,000 over its sequence (a cell without counts stays at zero)."""
+        x = x.float().clamp_min(0)
+        if not self.cfg.normalize_input:
+            return x
+        total = x.sum(dim=-1, keepdim=True)
+        return x * (NORMALIZED_TOTAL / total.clamp_min(1e-8))
 
     def _run(
         self, tokens: Tensor, qk_layers: Iterable[int] | None
@@ -311,7 +330,9 @@ class ScPrint(nn.Module):
         first) when asked; ``gene_embs`` (B, L, d) when asked.
         """
         B, L = genes.shape
-        tok = self.gene_tokens(genes) + self.expr_enc(x.float()).to(self.gene_emb.weight.dtype)
+        tok = self.gene_tokens(genes) + self.expr_enc(self.encoder_input(x)).to(
+            self.gene_emb.weight.dtype
+        )
         special = torch.cat(
             [
                 self.depth_enc(depth.float()).unsqueeze(1),  # (B, 1, d)

@@ -91,10 +91,18 @@ class ScPrintModule(pl.LightningModule):
         file (set automatically from ``gene_embeddings``).
     freeze_gene_embeddings
         Keep pretrained embeddings fixed.
+    normalize_input
+        Encode each sequence's counts scaled to a total of 10,000 (see
+        :class:`scprint.nn.ModelConfig`) instead of the raw counts.
     denoise, classify, bottleneck, contrastive
         Switch each task on or off.
     noise
         Share of counts removed by downsampling (the paper's r = 0.6).
+    class_weight, contrastive_weight
+        Weights of the classification losses (each) and of the contrastive loss in the
+        total; the expression losses weigh 1. On small data the expression losses' gradients
+        swamp the classification's in the shared layers and the class tokens stay at
+        chance for hundreds of steps; a class weight of about 10 lets them learn.
     lr, weight_decay, warmup_steps, lr_factor, lr_patience
         Optimisation.
     """
@@ -116,11 +124,14 @@ class ScPrintModule(pl.LightningModule):
         gene_embeddings: str | None = None,
         gene_embedding_dim: int = 0,
         freeze_gene_embeddings: bool = True,
+        normalize_input: bool = False,
         denoise: bool = True,
         classify: bool = True,
         bottleneck: bool = True,
         contrastive: bool = True,
         noise: float = 0.6,
+        class_weight: float = 1.0,
+        contrastive_weight: float = 1.0,
         lr: float = 1e-4,
         weight_decay: float = 0.01,
         warmup_steps: int = 500,
@@ -132,6 +143,11 @@ class ScPrintModule(pl.LightningModule):
             raise ValueError(
                 "ScPrintModule needs the gene vocabulary (genes=DataModule.genes); with the "
                 "CLI it is linked from the data module."
+            )
+        if class_weight < 0 or contrastive_weight < 0:
+            raise ValueError(
+                f"class_weight ({class_weight}) and contrastive_weight ({contrastive_weight}) "
+                "must be >= 0."
             )
         genes = [str(g) for g in genes]
         hierarchies = {k: hierarchy_from_any(v) for k, v in (hierarchies or {}).items()}
@@ -166,6 +182,7 @@ class ScPrintModule(pl.LightningModule):
             attention=attention,
             classes={k: h.n_leaves for k, h in self.hierarchies.items()},
             freeze_gene_embeddings=freeze_gene_embeddings,
+            normalize_input=normalize_input,
         )
         table = None
         if gene_embeddings is not None:
@@ -224,9 +241,20 @@ class ScPrintModule(pl.LightningModule):
             losses["contrastive"] = L.contrastive_loss(out["cell_embs"])
         return losses
 
+    def total_loss(self, losses: dict[str, Tensor]) -> Tensor:
+        """The weighted sum of :meth:`compute_losses`' terms."""
+        hp = self.hparams
+
+        def weight(name: str) -> float:
+            if name.startswith("class_"):
+                return hp.class_weight
+            return hp.contrastive_weight if name == "contrastive" else 1.0
+
+        return sum(weight(name) * value for name, value in losses.items())
+
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         losses = self.compute_losses(batch)
-        loss = sum(losses.values())
+        loss = self.total_loss(losses)
         self.last_losses = {name: float(value.detach()) for name, value in losses.items()}
         bs = batch["x"].shape[0]
         self.log("train_loss", loss, prog_bar=True, batch_size=bs)
@@ -238,7 +266,7 @@ class ScPrintModule(pl.LightningModule):
         # a fixed noise draw per batch, so validation losses compare across epochs
         gen = torch.Generator(device=batch["x"].device).manual_seed(batch_idx)
         losses = self.compute_losses(batch, generator=gen)
-        loss = sum(losses.values())
+        loss = self.total_loss(losses)
         bs = batch["x"].shape[0]
         self.log("val_loss", loss, prog_bar=True, batch_size=bs, sync_dist=True)
         for name, value in losses.items():
