@@ -89,3 +89,10 @@ def sha256(path: Path) -> str:
         h.update(str(f.relative_to(path)).encode())
         h.update(f.read_bytes())
     return h.hexdigest()
+
+
+def display_path(path) -> str:
+    """``path`` with the home folder written ``~``, for records kept in the repository."""
+    path = str(path)
+    home = str(Path.home())
+    return "~" + path[len(home) :] if path == home or path.startswith(home + "/") else path

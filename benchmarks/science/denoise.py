@@ -79,7 +79,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from common import append_records  # noqa: E402
+from common import append_records, display_path  # noqa: E402
 from common import fmt as _fmt  # noqa: E402
 from common import load_file_module as _load_file_module  # noqa: E402
 from common import package_version as _version  # noqa: E402
@@ -395,7 +395,7 @@ def given_checkpoint_info(ckpt: Path, scored) -> dict:
     """What a ``--ckpt`` model was trained on, from the ``provenance.json`` and
     ``held_out.json`` that ``pretrain.py`` writes beside it, and whether every scored cell
     was held out from it (``unseen``); without them, the model may have seen the cells."""
-    info: dict = {"given": str(ckpt)}
+    info: dict = {"given": display_path(ckpt)}
     prov_path, held_path = ckpt.parent / "provenance.json", ckpt.parent / "held_out.json"
     if not (prov_path.exists() and held_path.exists()):
         info["note"] = "no provenance.json / held_out.json beside it: may have seen these cells"
