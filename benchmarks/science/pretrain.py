@@ -217,6 +217,17 @@ def build(paths, args, gene_table: Path | None = None):
         normalize_input=args.normalize_input,
         class_weight=args.class_weight,
     )
+    if args.init_from:
+        import scprint
+
+        start = scprint.load(args.init_from)
+        if list(start.genes) != list(module.genes) or start.config != module.config:
+            raise SystemExit(
+                f"--init-from {args.init_from}: its genes or architecture differ from this "
+                "run's; start from a checkpoint of the same data sets, preset and options."
+            )
+        module.load_state_dict(start.state_dict())
+        print(f"initialised from {args.init_from}", flush=True)
     return dm, module
 
 
@@ -342,6 +353,7 @@ def train(args) -> None:
                     "table_identity",
                     "normalize_input",
                     "class_weight",
+                    "init_from",
                 )
             },
             "gene_table_sha256": None if gene_table is None else _sha256(gene_table),
@@ -413,6 +425,13 @@ def main(argv=None) -> int:
         help="encode counts scaled to 10,000 per sequence (the reference code's choice)",
     )
     p.add_argument("--class-weight", type=float, default=10.0, help="classification losses")
+    p.add_argument(
+        "--init-from",
+        default=None,
+        metavar="CKPT",
+        help="start from this checkpoint's weights (same data, preset and options), e.g. to "
+        "continue with another --class-weight; optimiser and schedule start afresh",
+    )
     p.add_argument("--measure", type=int, default=0, help="only time this many steps")
     args = p.parse_args(argv)
     for k in ("max_len", "batch_size", "steps", "steps_per_epoch", "threads"):
