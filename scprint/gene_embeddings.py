@@ -1009,20 +1009,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _read_counts(paths: Sequence[str]) -> list[ad.AnnData]:
-    import anndata as ad
-
-    out = []
-    for path in paths:
-        if not Path(path).exists():
-            raise ValueError(f"{path}: no such file")
-        try:
-            out.append(ad.read_h5ad(path))
-        except Exception as e:  # h5py / anndata raise many kinds on a broken file
-            raise ValueError(f"{path}: not a readable .h5ad file ({type(e).__name__}: {e})") from e
-    return out
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``scprint gene-embeddings``; returns the exit status."""
     args = build_parser().parse_args(argv)
@@ -1034,8 +1020,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         if args.counts:
+            from scdataloader.io import read_anndata
+
             result = expression_gene_embeddings(
-                _read_counts(args.counts),
+                [read_anndata(path) for path in args.counts],
                 n_components=args.components,
                 n_identity=args.identity,
                 min_cells=args.min_cells,
