@@ -60,6 +60,18 @@ def test_denoise_writes_the_layer(ckpt, cells_file, tmp_path):
     assert sp.issparse(layer) and layer.shape == (100, 1500)
     assert layer.nnz > 0 and (layer.data >= 0).all()
     np.testing.assert_array_equal(a.X.toarray(), ad.read_h5ad(cells_file).X.toarray())
+    # --posterior: the observed counts are never lowered
+    post = tmp_path / "posterior.h5ad"
+    assert main([*argv[:6], str(post), *argv[7:], "--posterior"]) == 0
+    b = ad.read_h5ad(post)
+    x = b.X.toarray()
+    got = b.layers["scprint_denoised"].toarray()
+    predicted = layer.toarray() > 0  # the genes in each cell's 512-gene sequence
+    assert (got[~predicted] == 0).all()
+    seen = (x > 0) & predicted
+    assert seen.sum() > 0.3 * (x > 0).sum()
+    assert (got[seen] >= x[seen] * (1 - 1e-5)).all()
+    assert not np.allclose(got, layer.toarray())
 
 
 def test_missing_input_file(ckpt, tmp_path, capsys):

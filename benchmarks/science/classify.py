@@ -366,9 +366,11 @@ def _child_scprint_zeroshot(args) -> dict:
             "leaves": module.hierarchies[head].n_leaves}  # fmt: skip
 
 
-def _finetune_module(pre, head: str, train_labels, lr: float, warmup: int):
+def _finetune_module(pre, head: str, train_labels, lr: float, warmup: int, losses: str = "all"):
     """A trainable copy of ``pre`` (its weights) with a classifier for ``head``; a new one
-    (placeholder token and head, freshly initialised) when ``pre`` has none."""
+    (placeholder token and head, freshly initialised) when ``pre`` has none. ``losses``:
+    ``"all"`` trains on the pretraining's weighted sum, ``"class"`` on the classification
+    losses only (the expression decoders then get no gradient)."""
     import torch
 
     from scdataloader.ontology import build_hierarchy
@@ -382,6 +384,13 @@ def _finetune_module(pre, head: str, train_labels, lr: float, warmup: int):
             params = [p for p in self.parameters() if p.requires_grad]
             return torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
 
+        def total_loss(self, terms):
+            if losses == "all":
+                return super().total_loss(terms)
+            return sum(value for name, value in terms.items() if name.startswith("class_"))
+
+    if losses not in ("all", "class"):
+        raise ValueError(f"losses must be 'all' or 'class', got {losses!r}")
     hp = dict(pre.hparams)
     hp.pop("gene_embeddings", None)  # the weights hold the table
     hierarchies = dict(hp["hierarchies"])
@@ -451,7 +460,9 @@ def _child_scprint_finetuned(args) -> dict:
     for k, fold in enumerate(spec["folds"]):
         train = np.asarray(fold["train"])
         labels = adata.obs[head].astype(str).to_numpy()[train]
-        ft, added = _finetune_module(pre, head, labels, lr, args.finetune_warmup)
+        ft, added = _finetune_module(
+            pre, head, labels, lr, args.finetune_warmup, args.finetune_losses
+        )
         cells = ens[train].copy()
         obs = pd.DataFrame(index=cells.obs_names)
         for key in ft.label_keys:
@@ -494,7 +505,7 @@ def _child_scprint_finetuned(args) -> dict:
     return {"folds": folds, "classifier": note, "lr": lr, "max_len": max_len,
             "zero_genes": zero_genes, "pretraining_max_len": train_len,
             "epochs": args.finetune_epochs, "max_steps": args.finetune_max_steps,
-            "batch_size": args.finetune_batch}  # fmt: skip
+            "batch_size": args.finetune_batch, "losses": args.finetune_losses}  # fmt: skip
 
 
 def _child_scprint_probe(args) -> dict:
@@ -642,7 +653,7 @@ def _child_cmd(python, method: str, dataset: str, work: Path, args) -> list[str]
            "--work", str(work), "--ckpt", str(args.ckpt)]  # fmt: skip
     for opt in ("seed", "threads", "max_len", "scprint_batch", "finetune_epochs",
                 "finetune_max_steps", "finetune_max_len", "finetune_batch", "finetune_warmup",
-                "scalr_genes", "scalr_top", "val_size"):  # fmt: skip
+                "finetune_losses", "scalr_genes", "scalr_top", "val_size"):  # fmt: skip
         cmd += [f"--{opt.replace('_', '-')}", str(getattr(args, opt))]
     if args.finetune_lr:
         cmd += ["--finetune-lr", str(args.finetune_lr)]
@@ -840,6 +851,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--finetune-batch", type=int, default=16)
     ap.add_argument("--finetune-lr", type=float, default=0.0, help="0: the checkpoint's lr")
     ap.add_argument("--finetune-warmup", type=int, default=10)
+    ap.add_argument(
+        "--finetune-losses",
+        default="all",
+        choices=["all", "class"],
+        help="all: the pretraining's weighted losses; class: classification only",
+    )
     ap.add_argument("--n-genes", type=int, default=2000, help="genes of LR, XGBoost, ours")
     ap.add_argument("--max-epochs", type=int, default=100, help="our neural tabular models")
     ap.add_argument("--patience", type=int, default=20)

@@ -100,11 +100,30 @@ def _expected_counts(out: dict, decoder: str) -> torch.Tensor:
     return torch.clamp(torch.exp2(out["pred"]) - 1, min=0)
 
 
+def _posterior_mean(out: dict, y: np.ndarray, scale: np.ndarray, p: float) -> np.ndarray:
+    """E[x | y] for y ~ Binomial(x, p) and the (zero-inflated) negative binomial prior of
+    ``out``, its mean multiplied by ``scale`` per cell; (B, L), like ``y``."""
+    m = out["mu"].float().cpu().numpy() * scale[:, None]
+    theta = np.broadcast_to(out["theta"].float().cpu().numpy(), m.shape)
+    m = np.maximum(m, 1e-12)
+    # gamma posterior of the Poisson rate: shape theta + y, rate theta / m + p
+    post = y + (1 - p) * (theta + y) / (theta / m + p)
+    if "pi_logits" in out:
+        pi = torch.sigmoid(out["pi_logits"].float()).cpu().numpy()
+        # P(y = 0 | not a structural zero) under thinning: (theta / (theta + p m))^theta
+        log_q0 = theta * (np.log(theta) - np.log(theta + p * m))
+        not_zero = (1 - pi) * np.exp(log_q0)
+        w = np.where(y > 0, 1.0, not_zero / np.maximum(pi + not_zero, 1e-30))
+        post = post * w
+    return post.astype(np.float32)
+
+
 def denoise(
     adata: ad.AnnData,
     model,
     *,
     depth_multiplier: float = 1.0,
+    posterior: bool = False,
     layer_added: str = "scprint_denoised",
     max_len: int = 2200,
     batch_size: int = 32,
@@ -130,6 +149,20 @@ def denoise(
         A loaded model or a checkpoint path.
     depth_multiplier
         Requested depth as a multiple of each cell's total count (e.g. 2: upsample).
+    posterior
+        Combine the prediction with the cell's own counts (needs ``depth_multiplier > 1``
+        and a count decoder, ``"nb"`` or ``"zinb"``). The observed count ``y`` of a gene
+        is read as a binomial subsample, at rate ``p = 1 / depth_multiplier``, of its
+        count ``x`` at the requested depth, and the model's prediction (negative
+        binomial with mean ``m``, scaled as above, and dispersion ``theta``) as the prior
+        of ``x``; the layer holds the posterior mean
+        ``E[x | y] = y + (1 - p) (theta + y) / (theta / m + p)``. For a zero-inflated
+        prediction and ``y = 0`` this is weighted by the posterior probability that the
+        zero is not structural; an observed count rules the zero component out. This is
+        SAVER's Poisson-gamma posterior with the model as the prior. The model has seen
+        ``y`` too, so the prior is not independent of it: a practical estimator, not an
+        exact posterior. Without it (the default, the paper's) the layer holds the
+        model's expected counts, which need not keep the order of the observed counts.
     layer_added
         Layer written.
     max_len, batch_size, gene_key, layer, organism, progress, copy
@@ -142,7 +175,19 @@ def denoise(
     """
     if not depth_multiplier > 0:
         raise ValueError(f"depth_multiplier must be > 0, got {depth_multiplier}.")
+    if posterior and not depth_multiplier > 1:
+        raise ValueError(
+            f"posterior=True reads the observed counts as a subsample of the requested "
+            f"depth, so depth_multiplier must be > 1 (got {depth_multiplier}); use "
+            "posterior=False to predict at the same or a lower depth."
+        )
     module = resolve_model(model)
+    decoder = module.config.decoder
+    if posterior and decoder not in ("nb", "zinb"):
+        raise ValueError(
+            f"posterior=True needs a count decoder ('nb' or 'zinb'); this model's decoder is "
+            f"{decoder!r}. Use posterior=False."
+        )
     source = prepare(adata, module, gene_key=gene_key, layer=layer, organism=organism)
     totals = np.asarray(source.counts.sum(axis=1)).ravel()
     target_depth = (totals * depth_multiplier).astype(np.float32)
@@ -161,7 +206,7 @@ def denoise(
         desc="denoise",
         progress=progress,
     ):
-        expected = _expected_counts(out, module.config.decoder).float().cpu().numpy()  # (B, L)
+        expected = _expected_counts(out, decoder).float().cpu().numpy()  # (B, L)
         genes = batch["genes"].numpy()
         data_col = column[genes]  # (B, L); -1 for unmeasured padding
         keep = data_col >= 0
@@ -173,6 +218,8 @@ def denoise(
         predicted = (expected * keep).sum(axis=1)
         scale = np.where(predicted > 0, wanted / np.maximum(predicted, 1e-12), 0)
         expected = expected * scale[:, None]
+        if posterior:
+            expected = _posterior_mean(out, batch["x"].numpy(), scale, 1.0 / depth_multiplier)
         r, c = np.nonzero(keep)
         rows.append(cells[r])
         cols.append(data_col[r, c])

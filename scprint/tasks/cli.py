@@ -5,6 +5,7 @@
     scprint embed --adata IN.h5ad --ckpt MODEL --out OUT.h5ad [--max-len 2200]
         [--batch-size 32] [--logits] [--gene-key COL] [--layer NAME] [--organism human]
     scprint denoise --adata IN.h5ad --ckpt MODEL --out OUT.h5ad [--depth-multiplier 1]
+        [--posterior]
     scprint classify --adata IN.h5ad --ckpt MODEL --out OUT.h5ad
     scprint gn --adata IN.h5ad --ckpt MODEL --out NETWORK [--set key=value ...]
 
@@ -96,6 +97,11 @@ def build_parser(prog: str = "scprint") -> argparse.ArgumentParser:
         default=1.0,
         help="requested depth as a multiple of each cell's total count",
     )
+    p.add_argument(
+        "--posterior",
+        action="store_true",
+        help="posterior mean given the observed counts (needs --depth-multiplier > 1)",
+    )
     p.add_argument("--layer-added", default="scprint_denoised", help="layer written")
     p = sub.add_parser("classify", help="predicted labels of every class")
     _common(p, "output .h5ad")
@@ -153,7 +159,8 @@ def _run(args: argparse.Namespace) -> int:
         from .cells import denoise
 
         denoise(adata, model, depth_multiplier=args.depth_multiplier,
-                layer_added=args.layer_added, **options)  # fmt: skip
+                posterior=args.posterior, layer_added=args.layer_added,
+                **options)  # fmt: skip
         result = adata
     elif args.command == "classify":
         out = _call(_task("classify"), adata, model, options, extra)
