@@ -48,7 +48,9 @@ and I/O excluded; "peak RSS" is the child's high-water mark, imports and data in
 ``scprint fine-tuned``
     per fold, the checkpoint's weights continue training with the pretraining loss
     (``scprint.train.ScPrintModule``: denoising, hierarchical classification of every
-    label column, bottleneck and contrastive losses) on the fold's training cells, through
+    label column, bottleneck and contrastive losses, weighted as in pretraining;
+    ``--finetune-losses class``: the classification losses only) on the fold's training
+    cells, through
     ``scdataloader.Collection`` / ``DataModule`` (the checkpoint's genes and label
     hierarchies; collator "random expr", sequences of ``--finetune-max-len`` 256 genes
     with the pretraining's share of unexpressed genes (``zero_genes`` scaled); batches of
@@ -67,7 +69,13 @@ and I/O excluded; "peak RSS" is the child's high-water mark, imports and data in
     ``scprint.tasks.embed`` with the frozen pretrained checkpoint (the default cell
     embedding and the class embeddings, concatenated), standardised on the training cells,
     then the logistic regression below on them: a user's baseline for a label the model
-    has no classifier for.
+    has no classifier for. The cells are embedded with each context length of
+    ``--probe-max-lens`` (default: the pretraining's ``max_len`` and 2,200, the tasks'
+    default); per fold, the length is chosen by an inner 3-fold cross-validation (macro
+    F1) on the fold's training cells that pretraining never saw (the other held-out
+    folds; stratified for the retina, by patient for wu2020), the logistic regression of
+    each inner split trained on all the other training cells; ties go to the first
+    length. The test fold plays no part in the choice.
 ``logistic regression``
     ``benchmarks/tabular.py``'s: ``LogisticRegression(C=1.0, max_iter=1000,
     class_weight="balanced")`` on log1p(1e4-normalised) expression of the 2,000 genes of
@@ -94,7 +102,8 @@ ours: ``linear``, ``tabnet`` (SIMS), ``tabnet-sctab`` (scTab), ``mlp`` (scTab's 
 
 Options: ``--datasets``, ``--methods`` (default all but ``mlp``), ``--folds``,
 ``--finetune-epochs`` (default 2), ``--finetune-max-steps`` (50), ``--finetune-max-len``
-(256), ``--finetune-lr``, ``--max-len`` (inference), ``--seed``, ``--threads`` (default 1),
+(256), ``--finetune-lr``, ``--finetune-losses`` (``all``), ``--max-len`` (inference),
+``--probe-max-lens``, ``--seed``, ``--threads`` (default 1),
 ``--ckpt`` (default ``splits.science_checkpoint()``; when that file does not exist the
 demo's debug model ``scprint.demo.pretrained()`` is used, with a note: it was pretrained
 on all 1,000 retina cells, so its zero-shot row is not on held-out cells), ``--out``
@@ -295,6 +304,7 @@ def prepare(args, name: str, work: Path) -> dict:
         "n_classes": len(set(y)),
         "n_genes": args.n_genes,
         "held_out": np.flatnonzero(held).tolist(),
+        "groups": adata.obs[group_key].astype(str).tolist() if group_key else None,
         "held_out_note": note,
         "folds": spec_folds,
     }
@@ -508,33 +518,91 @@ def _child_scprint_finetuned(args) -> dict:
             "batch_size": args.finetune_batch, "losses": args.finetune_losses}  # fmt: skip
 
 
-def _child_scprint_probe(args) -> dict:
-    import numpy as np
+def _probe_fit_predict(Z, y, train, test):
+    """Standardise on ``train``, logistic regression (as ``logreg``), predict ``test``."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
+
+    scaler = StandardScaler().fit(Z[train])
+    lr = LogisticRegression(C=1.0, max_iter=1000, class_weight="balanced")
+    lr.fit(scaler.transform(Z[train]), y[train])
+    return lr.predict(scaler.transform(Z[test])).astype(str)
+
+
+def probe_inner_choice(
+    embeddings: dict, y, train, unseen, groups=None, seed: int = 0, n_splits: int = 3
+) -> tuple:
+    """The key of ``embeddings`` (name -> cells x dims) whose linear probe scores the best
+    mean macro F1 in an inner cross-validation of one fold, and every key's score.
+
+    The inner validation cells are the fold's training cells in ``unseen`` (cells the
+    pretraining never saw), split stratified by ``y`` or, with ``groups``, by group; the
+    probe of each inner split trains on all the other training cells. Ties go to the
+    first key.
+    """
+    import warnings
+
+    import numpy as np
+    from sklearn.metrics import f1_score
+    from sklearn.model_selection import GroupKFold, StratifiedKFold
+
+    inner = train[unseen[train]]
+    if groups is not None:
+        n = min(n_splits, len(set(groups[inner])))
+        parts = list(GroupKFold(n).split(inner, y[inner], groups[inner])) if n > 1 else []
+    else:
+        cv = StratifiedKFold(n_splits, shuffle=True, random_state=seed)
+        with warnings.catch_warnings():  # classes with fewer cells than splits
+            warnings.simplefilter("ignore", UserWarning)
+            parts = list(cv.split(inner, y[inner]))
+    scores = {}
+    for key, Z in embeddings.items():
+        f1s = []
+        for _, val_pos in parts:
+            val = inner[val_pos]
+            fit = np.setdiff1d(train, val)
+            pred = _probe_fit_predict(Z, y, fit, val)
+            f1s.append(f1_score(y[val], pred, average="macro", labels=sorted(set(y[val]))))
+        scores[key] = float(np.mean(f1s)) if f1s else float("nan")
+    finite = {k: v for k, v in scores.items() if np.isfinite(v)}
+    best = max(finite, key=lambda k: (finite[k], -list(scores).index(k))) if finite else None
+    return (best if best is not None else next(iter(embeddings))), scores
+
+
+def _child_scprint_probe(args) -> dict:
+    import numpy as np
 
     from scprint.tasks import embed
 
     spec, adata = _child_data(args)
     module = _scprint_setup(args)
-    t0 = time.perf_counter()
-    embed(adata, module, max_len=args.max_len, batch_size=args.scprint_batch, progress=False)
-    embed_s = time.perf_counter() - t0
+    lengths = list(dict.fromkeys(args.probe_max_lens or [args.max_len]))
     keys = ["X_scprint"] + [f"X_scprint_{c}" for c in module.hierarchies]
-    Z = np.concatenate([adata.obsm[k] for k in keys], axis=1)
+    embeddings, embed_s = {}, {}
+    for n in lengths:
+        t0 = time.perf_counter()
+        out = embed(adata, module, max_len=n, batch_size=args.scprint_batch, progress=False,
+                    copy=True)  # fmt: skip
+        embed_s[n] = round(time.perf_counter() - t0, 2)
+        embeddings[n] = np.concatenate([out.obsm[k] for k in keys], axis=1)
     y = adata.obs[spec["label_key"]].astype(str).to_numpy()
+    unseen = np.zeros(len(y), dtype=bool)
+    unseen[np.asarray(spec["held_out"])] = True
+    groups = np.asarray(spec["groups"]) if spec.get("groups") else None
     folds = []
     for fold in spec["folds"]:
         train, test = np.asarray(fold["train"]), np.asarray(fold["test"])
         t0 = time.perf_counter()
-        scaler = StandardScaler().fit(Z[train])
-        lr = LogisticRegression(C=1.0, max_iter=1000, class_weight="balanced")
-        lr.fit(scaler.transform(Z[train]), y[train])
+        best, inner = probe_inner_choice(embeddings, y, train, unseen, groups, args.seed)
+        pred = _probe_fit_predict(embeddings[best], y, train, test).tolist()
         fit_s = time.perf_counter() - t0
-        pred = lr.predict(scaler.transform(Z[test])).astype(str).tolist()
-        folds.append({"pred": pred, "fit_s": round(fit_s, 2)})
-    return {"folds": folds, "embed_s": round(embed_s, 2), "embedding": keys,
-            "dims": int(Z.shape[1])}  # fmt: skip
+        folds.append({"pred": pred, "fit_s": round(fit_s, 2), "max_len": best,
+                      "inner_macro_f1": {str(k): round(v, 4) for k, v in inner.items()}})  # fmt: skip
+        print(f"fold: max_len {best} (inner macro F1 "
+              f"{', '.join(f'{k}: {v:.3f}' for k, v in inner.items())})", flush=True)  # fmt: skip
+    return {"folds": folds, "embed_s": embed_s, "embedding": keys,
+            "dims": int(embeddings[lengths[0]].shape[1]), "max_lens": lengths,
+            "chosen_max_len": [f["max_len"] for f in folds]}  # fmt: skip
 
 
 def _child_scalr(args) -> dict:
@@ -657,6 +725,8 @@ def _child_cmd(python, method: str, dataset: str, work: Path, args) -> list[str]
         cmd += [f"--{opt.replace('_', '-')}", str(getattr(args, opt))]
     if args.finetune_lr:
         cmd += ["--finetune-lr", str(args.finetune_lr)]
+    if args.probe_max_lens:
+        cmd += ["--probe-max-lens", *map(str, args.probe_max_lens)]
     return cmd
 
 
@@ -843,6 +913,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ckpt", default=None, help="default: splits.science_checkpoint()")
     ap.add_argument("--max-len", type=int, default=0,
                     help="scPRINT genes per cell at inference (0: pretraining's)")  # fmt: skip
+    ap.add_argument("--probe-max-lens", type=int, nargs="+", default=None,
+                    help="linear probe: context lengths chosen among per fold by inner CV "
+                    "(default: --max-len and 2200)")  # fmt: skip
     ap.add_argument("--scprint-batch", type=int, default=32)
     ap.add_argument("--finetune-epochs", type=int, default=2)
     ap.add_argument("--finetune-max-steps", type=int, default=50, help="per fold; 0: no cap")
@@ -891,6 +964,8 @@ def main(argv: list[str] | None = None) -> int:
     ckpt_sha = _sha256(ckpt)
     if not args.max_len:
         args.max_len = _training_max_len(ckpt)[0]
+    if not args.probe_max_lens:
+        args.probe_max_lens = [args.max_len, 2200]
     print(f"machine: {machine['cpu']}, {machine['cores']} cores, {machine['mem_total_mb']} MB; "
           f"loadavg {machine['loadavg']}; threads {args.threads}", flush=True)  # fmt: skip
     print(f"model: {ckpt_note}; sha256 {ckpt_sha[:16]}...", flush=True)
@@ -928,6 +1003,8 @@ def main(argv: list[str] | None = None) -> int:
                     rec["version"] = f"ours {_version('scprint-suite')}"
             if method == "scprint-finetuned" and rec.get("status") == "ok":
                 rec["note"] = rec["classifier"]
+            if method == "scprint-probe" and rec.get("status") == "ok":
+                rec["note"] = "max_len per fold " + ", ".join(map(str, rec["chosen_max_len"]))
             if method == "scprint-zeroshot" and rec.get("status") == "ok" and not args.science:
                 rec["note"] = "NOT held out (demo model)" if name == "retina" else "demo model"
             if rec["status"] == "ok":
@@ -943,7 +1020,8 @@ def main(argv: list[str] | None = None) -> int:
                     "settings": {k: getattr(args, k) for k in (
                         "folds", "seed", "threads", "max_len", "finetune_epochs",
                         "finetune_max_steps", "finetune_max_len",
-                        "finetune_batch", "finetune_lr", "finetune_warmup", "n_genes",
+                        "finetune_batch", "finetune_lr", "finetune_warmup",
+                        "finetune_losses", "probe_max_lens", "n_genes",
                         "max_epochs", "patience", "val_size", "scalr_genes", "scalr_top")},
                     "versions": versions, "machine": machine}  # fmt: skip
             with open(out, "a") as fh:

@@ -1,0 +1,68 @@
+"""The linear probe's inner choice of context length (``benchmarks/science/classify.py``).
+
+``benchmarks/`` is not a package, so the script is loaded from its file path.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+
+SCIENCE = Path(__file__).resolve().parents[1] / "benchmarks" / "science"
+
+
+def _load(name: str, path: Path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+bench = _load("_science_classify", SCIENCE / "classify.py")
+
+
+def _cells(seed: int = 0, n: int = 240, classes: int = 4):
+    rng = np.random.default_rng(seed)
+    y = np.repeat([f"type{k}" for k in range(classes)], n // classes)
+    centres = rng.normal(scale=3.0, size=(classes, 8))
+    informative = centres[np.searchsorted(np.unique(y), y)] + rng.normal(size=(n, 8))
+    noise = rng.normal(size=(n, 8))
+    return y, informative, noise
+
+
+def test_the_informative_embedding_is_chosen_whatever_its_position():
+    y, good, bad = _cells()
+    n = len(y)
+    train = np.arange(n)[np.arange(n) % 5 != 0]
+    unseen = np.arange(n) % 2 == 0  # half of the cells "never seen in pretraining"
+    for embeddings in ({384: bad, 2200: good}, {384: good, 2200: bad}):
+        best, scores = bench.probe_inner_choice(embeddings, y, train, unseen, seed=0)
+        assert embeddings[best] is good
+        assert scores[best] > 0.9 and min(scores.values()) < 0.6
+
+
+def test_inner_validation_uses_only_unseen_training_cells_and_groups():
+    y, good, bad = _cells(seed=1)
+    n = len(y)
+    groups = np.array([f"patient{i % 6}" for i in range(n)])
+    train = np.flatnonzero(groups != "patient0")
+    # only the cells of patients 1-3 are unseen: inner folds are made of them, by patient
+    unseen = np.isin(groups, ["patient1", "patient2", "patient3"])
+    best, scores = bench.probe_inner_choice({"a": bad, "b": good}, y, train, unseen, groups)
+    assert best == "b" and set(scores) == {"a", "b"}
+    # one unseen group cannot make an inner split: no score, the first key is kept
+    one = groups == "patient1"
+    best, scores = bench.probe_inner_choice({"a": bad, "b": good}, y, train, one, groups)
+    assert best == "a" and all(np.isnan(v) for v in scores.values())
+
+
+def test_ties_go_to_the_first_length():
+    y, good, _ = _cells(seed=2)
+    train = np.arange(len(y))
+    unseen = np.ones(len(y), dtype=bool)
+    best, scores = bench.probe_inner_choice({2200: good, 384: good.copy()}, y, train, unseen)
+    assert best == 2200 and scores[2200] == scores[384]
