@@ -170,8 +170,9 @@ def denoise(
 
     Returns
     -------
-    ``None`` (or a copy), with ``layers[layer_added]``: CSR float32 expected counts,
-    cells x genes of ``adata``; genes the model did not predict for a cell are 0.
+    ``None`` (or a copy), with ``layers[layer_added]``: CSR float32 expected counts (with
+    ``posterior``, posterior means), cells x genes of ``adata``; genes the model did not
+    predict for a cell are 0.
     """
     if not depth_multiplier > 0:
         raise ValueError(f"depth_multiplier must be > 0, got {depth_multiplier}.")
