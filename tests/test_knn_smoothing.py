@@ -6,28 +6,14 @@ from their file paths.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from _science import load_science
 from scipy.stats import spearmanr
 
-SCIENCE = Path(__file__).resolve().parents[1] / "benchmarks" / "science"
-
-
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-knn = _load("_science_knn_smoothing", SCIENCE / "knn_smoothing.py")
-bench = _load("_science_denoise", SCIENCE / "denoise.py")
+knn = load_science("_science_knn_smoothing", "knn_smoothing.py")
+bench = load_science("_science_denoise", "denoise.py")
 
 
 @pytest.fixture(scope="module")

@@ -5,24 +5,10 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
+from _science import load_science
 
-SCIENCE = Path(__file__).resolve().parents[1] / "benchmarks" / "science"
-
-
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _load("_science_classify", SCIENCE / "classify.py")
+bench = load_science("_science_classify", "classify.py")
 
 
 def _cells(seed: int = 0, n: int = 240, classes: int = 4):
