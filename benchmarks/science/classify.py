@@ -565,8 +565,8 @@ def probe_inner_choice(
             f1s.append(f1_score(y[val], pred, average="macro", labels=sorted(set(y[val]))))
         scores[key] = float(np.mean(f1s)) if f1s else float("nan")
     finite = {k: v for k, v in scores.items() if np.isfinite(v)}
-    best = max(finite, key=lambda k: (finite[k], -list(scores).index(k))) if finite else None
-    return (best if best is not None else next(iter(embeddings))), scores
+    # max keeps the first of equal scores
+    return (max(finite, key=finite.get) if finite else next(iter(embeddings))), scores
 
 
 def _child_scprint_probe(args) -> dict:

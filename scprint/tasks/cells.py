@@ -218,9 +218,10 @@ def denoise(
         wanted = target_depth[cells] * share
         predicted = (expected * keep).sum(axis=1)
         scale = np.where(predicted > 0, wanted / np.maximum(predicted, 1e-12), 0)
-        expected = expected * scale[:, None]
         if posterior:
             expected = _posterior_mean(out, batch["x"].numpy(), scale, 1.0 / depth_multiplier)
+        else:
+            expected = expected * scale[:, None]
         r, c = np.nonzero(keep)
         rows.append(cells[r])
         cols.append(data_col[r, c])
