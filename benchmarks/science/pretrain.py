@@ -231,6 +231,22 @@ def build(paths, args, gene_table: Path | None = None):
     return dm, module
 
 
+def _lineage(init_from, steps: int) -> dict:
+    """Where an ``--init-from`` run started: the checkpoint's sha256 and the
+    ``provenance.json`` beside it (nested, so a chain of phases keeps every command), and
+    the optimiser steps of the whole chain."""
+    if not init_from:
+        return {"init": None, "total_steps": steps}
+    path = Path(init_from)
+    meta = path.parent / "provenance.json"
+    parent = json.loads(meta.read_text()) if meta.exists() else None
+    before = None if parent is None else parent.get("total_steps", parent.get("steps"))
+    return {
+        "init": {"path": str(path), "sha256": _sha256(path), "provenance": parent},
+        "total_steps": None if before is None else int(before) + steps,
+    }
+
+
 def _epoch_printer():
     import lightning.pytorch as pl
 
@@ -360,6 +376,7 @@ def train(args) -> None:
         },
         "steps": int(trainer.global_step),
         "epochs": int(trainer.current_epoch),
+        **_lineage(args.init_from, int(trainer.global_step)),
         "fit_seconds": round(fit_s, 1),
         "wall_seconds": round(time.perf_counter() - t_start, 1),
         "tokens_per_second": round(tokens / fit_s, 1),
