@@ -37,3 +37,17 @@ def test_lineage_of_a_checkpoint_without_provenance_leaves_the_total_unknown(tmp
     ckpt.write_bytes(b"w")
     out = pretrain._lineage(str(ckpt), 10)
     assert out["init"]["provenance"] is None and out["total_steps"] is None
+
+
+def test_lineage_follows_older_parents_named_only_by_path(tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir(), second.mkdir()
+    (first / "model.ckpt").write_bytes(b"a")
+    (second / "model.ckpt").write_bytes(b"b")
+    (first / "provenance.json").write_text(json.dumps({"steps": 2400, "hyperparameters": {}}))
+    older = {"steps": 576, "hyperparameters": {"init_from": str(first / "model.ckpt")}}
+    (second / "provenance.json").write_text(json.dumps(older))
+    assert pretrain._lineage(str(second / "model.ckpt"), 100)["total_steps"] == 3076
+
+    (first / "provenance.json").unlink()  # a phase without provenance: unknown total
+    assert pretrain._lineage(str(second / "model.ckpt"), 100)["total_steps"] is None

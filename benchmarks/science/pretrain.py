@@ -238,13 +238,31 @@ def _lineage(init_from, steps: int) -> dict:
     if not init_from:
         return {"init": None, "total_steps": steps}
     path = Path(init_from)
-    meta = path.parent / "provenance.json"
-    parent = json.loads(meta.read_text()) if meta.exists() else None
-    before = None if parent is None else parent.get("total_steps", parent.get("steps"))
+    parent = _read_provenance(path)
+    before = _chain_steps(parent)
     return {
         "init": {"path": str(path), "sha256": _sha256(path), "provenance": parent},
         "total_steps": None if before is None else int(before) + steps,
     }
+
+
+def _read_provenance(ckpt: Path) -> dict | None:
+    meta = Path(ckpt).parent / "provenance.json"
+    return json.loads(meta.read_text()) if meta.exists() else None
+
+
+def _chain_steps(prov: dict | None) -> int | None:
+    """Optimiser steps of a checkpoint and every phase it started from (None if a phase's
+    provenance is missing); older provenance files name their parent only by path."""
+    if prov is None:
+        return None
+    if "total_steps" in prov:
+        return prov["total_steps"]
+    parent = (prov.get("hyperparameters") or {}).get("init_from")
+    if not parent:
+        return int(prov["steps"])
+    before = _chain_steps(_read_provenance(Path(parent)))
+    return None if before is None else before + int(prov["steps"])
 
 
 def _epoch_printer():
