@@ -72,6 +72,15 @@ def test_denoise_writes_the_layer(ckpt, cells_file, tmp_path):
     assert seen.sum() > 0.3 * (x > 0).sum()
     assert (got[seen] >= x[seen] * (1 - 1e-5)).all()
     assert not np.allclose(got, layer.toarray())
+    # --neighbours: the prior pooled over similar cells, whose 512-gene sequences differ;
+    # still only each cell's own genes, still never below what was observed
+    pooled = tmp_path / "pooled.h5ad"
+    assert main([*argv[:6], str(pooled), *argv[7:], "--posterior", "--neighbours", "5"]) == 0
+    near = ad.read_h5ad(pooled).layers["scprint_denoised"].toarray()
+    assert (near[~predicted] == 0).all() and (near[seen] >= x[seen] * (1 - 1e-5)).all()
+    assert not np.allclose(near, got)
+    with pytest.raises(SystemExit):
+        main([*argv[:6], str(tmp_path / "bad.h5ad"), *argv[7:], "--neighbours", "0"])
 
 
 def test_missing_input_file(ckpt, tmp_path, capsys):

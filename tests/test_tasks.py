@@ -152,6 +152,65 @@ def test_posterior_denoising_keeps_what_was_observed(trained, cells):
         denoise(noisy, trained, posterior=True, depth_multiplier=1.0, progress=False)
 
 
+def test_pooled_prior_is_the_mean_over_neighbours_that_predicted_the_gene():
+    from scprint.tasks.cells import _neighbour_weights, _pooled
+
+    # cells 0 and 1 are close, cell 2 far away
+    emb = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]])
+    w = _neighbour_weights(emb, 2).toarray()
+    np.testing.assert_allclose(w, [[0.5, 0.5, 0], [0.5, 0.5, 0], [0, 0.5, 0.5]])
+    # cell 1 did not predict gene 0; cell 2 predicted only gene 1
+    pattern = sp.csr_matrix(np.array([[1, 1], [0, 1], [0, 1]], dtype=np.float64))
+    values = np.array([2.0, 4.0, 6.0, 10.0])  # (0,0) (0,1) (1,1) (2,1)
+    got = _pooled(sp.csr_matrix(w), pattern, values)
+    np.testing.assert_allclose(got, [2.0, 5.0, 5.0, 8.0])
+
+
+def test_denoising_with_neighbours(trained, cells, monkeypatch):
+    """Pooling over one neighbour (the cell itself) is the per-cell result; pooling over
+    every cell gives every cell the same expected profile, up to its depth; the
+    posterior never drops an observed count either way."""
+    import scprint.tasks.cells as cells_module
+    from scdataloader.genes import map_genes
+
+    rng = np.random.default_rng(1)
+    thin = sp.csr_matrix(cells.X).astype(np.float32)
+    thin.data = rng.binomial(np.rint(thin.data).astype(np.int64), 0.3).astype(np.float32)
+    thin.eliminate_zeros()
+    noisy = cells[:40].copy()
+    noisy.X = thin[:40]
+    kw = dict(depth_multiplier=1 / 0.3, max_len=1500, progress=False, copy=True)
+    alone = denoise(noisy, trained, posterior=True, **kw).layers["scprint_denoised"]
+
+    def only_self(embeddings, k):
+        return sp.identity(len(embeddings), format="csr")
+
+    with monkeypatch.context() as m:
+        m.setattr(cells_module, "_neighbour_weights", only_self)
+        same = denoise(noisy, trained, posterior=True, neighbours=2, **kw)
+    np.testing.assert_allclose(same.layers["scprint_denoised"].toarray(), alone.toarray(),
+                               rtol=1e-4, atol=1e-5)  # fmt: skip
+
+    everyone = denoise(noisy, trained, neighbours=40, **kw).layers["scprint_denoised"]
+    profile = everyone.toarray()
+    # all 1,500 genes are in every context (max_len = n_vars): one shared profile
+    share = profile / profile.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(share, np.broadcast_to(share[0], share.shape), atol=1e-6)
+
+    post = denoise(noisy, trained, posterior=True, neighbours=5, **kw).layers["scprint_denoised"]
+    y = thin[:40].toarray()
+    mapped = np.array([g is not None for g in map_genes(cells.var_names, "human").ids])
+    seen = (y > 0) & mapped
+    assert (post.toarray()[seen] >= y[seen] * (1 - 1e-5)).all()
+    assert not np.allclose(post.toarray(), alone.toarray())
+
+    for bad in (0, 2.5, True):
+        with pytest.raises(ValueError, match="neighbours must be an integer"):
+            denoise(noisy, trained, neighbours=bad, progress=False)
+    with pytest.raises(ValueError, match="only 40 cells"):
+        denoise(noisy, trained, neighbours=41, progress=False)
+
+
 def test_bad_inputs_give_clear_errors(trained, cells, mouse_path):
     import scanpy as sc
 

@@ -52,6 +52,11 @@ Protocol (the paper's Methods, "Denoising validation test", and Figure 4A):
     counts read as a binomial subsample (rate 1 / depth multiplier) of the requested
     depth and the model's negative binomial prediction as their prior; the posterior
     mean (SAVER's Poisson-gamma posterior with the model as the prior);
+  - ``scprint_posterior_knn``: the same with the prior pooled over each cell and its
+    ``--knn-k`` - 1 nearest held-out cells in the model's cell embedding
+    (``denoise(..., posterior=True, neighbours=knn_k)``): borrows strength from similar
+    cells as kNN-smoothing and MAGIC do, where the paper's scPRINT denoises each cell
+    alone;
   - ``knn_smoothing``: our kNN-smoothing 2 (``benchmarks/science/knn_smoothing.py``),
     ``--knn-k`` neighbours (default 15), 10 principal components, dither 0.03;
   - ``magic``: ``magic.MAGIC`` (magic-impute 3.0.0, defaults: knn 5, t 3, decay 1)
@@ -90,8 +95,9 @@ from common import package_version as _version  # noqa: E402
 
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "science_denoise.jsonl"
 DEFAULT_PEER_PYTHON = Path.home() / ".cache" / "science-peers-venv" / "bin" / "python"
-METHODS = ("noisy", "scprint", "scprint_posterior", "knn_smoothing", "magic", "scvi")
-SCPRINT = ("scprint", "scprint_posterior")
+METHODS = ("noisy", "scprint", "scprint_posterior", "scprint_posterior_knn", "knn_smoothing",
+           "magic", "scvi")  # fmt: skip
+SCPRINT = ("scprint", "scprint_posterior", "scprint_posterior_knn")
 PEERS = ("magic", "scvi")
 RARE_TYPES = ("microglial cell", "astrocyte")
 CELL_TYPE = "cell_type"
@@ -181,7 +187,9 @@ def diagnostics_per_cell(pred, truth, noisy):
 # --------------------------------------------------------------------------- children
 
 
-def _child_scprint(work: Path, args: argparse.Namespace, posterior: bool = False) -> dict:
+def _child_scprint(
+    work: Path, args: argparse.Namespace, posterior: bool = False, pooled: bool = False
+) -> dict:
     import anndata as ad
     import numpy as np
     import torch
@@ -196,16 +204,22 @@ def _child_scprint(work: Path, args: argparse.Namespace, posterior: bool = False
     model = scprint.load(args.ckpt)
     known = set(np.asarray(model.genes).astype(str)) if hasattr(model, "genes") else None
     mult = args.depth_multiplier or 1 / args.keep
-    denoise(test, model, depth_multiplier=mult, posterior=posterior, max_len=test.n_vars,
-            batch_size=args.scprint_batch, progress=False)  # fmt: skip
+    neighbours = args.knn_k if pooled else 1
+    denoise(test, model, depth_multiplier=mult, posterior=posterior, neighbours=neighbours,
+            max_len=test.n_vars, batch_size=args.scprint_batch, progress=False)  # fmt: skip
     seconds = time.perf_counter() - t0
-    name = "scprint_posterior" if posterior else "scprint"
+    name = ("scprint_posterior_knn" if pooled else "scprint_posterior") if posterior else "scprint"
     np.save(work / f"{name}.npy", test.layers["scprint_denoised"].toarray())
     info = {
         "rows": "held_out",
         "seconds": seconds,
         "version": f"ours {_version('scprint-suite')}",
-        "params": {"depth_multiplier": mult, "max_len": test.n_vars, "posterior": posterior},
+        "params": {
+            "depth_multiplier": mult,
+            "max_len": test.n_vars,
+            "posterior": posterior,
+            "neighbours": neighbours,
+        },  # fmt: skip
     }
     if known is not None:
         info["genes_in_vocabulary"] = int(sum(g in known for g in test.var_names))
@@ -298,6 +312,7 @@ def _child_pretrain(work: Path, args: argparse.Namespace) -> dict:
 CHILDREN = {
     "scprint": _child_scprint,
     "scprint_posterior": lambda work, args: _child_scprint(work, args, posterior=True),
+    "scprint_posterior_knn": lambda work, args: _child_scprint(work, args, True, pooled=True),
     "knn_smoothing": _child_knn,
     "magic": _child_magic,
     "scvi": _child_scvi,

@@ -105,17 +105,87 @@ def _posterior_mean(out: dict, y: np.ndarray, scale: np.ndarray, p: float) -> np
     ``out``, its mean multiplied by ``scale`` per cell; (B, L), like ``y``."""
     m = out["mu"].float().cpu().numpy() * scale[:, None]
     theta = np.broadcast_to(out["theta"].float().cpu().numpy(), m.shape)
+    pi = torch.sigmoid(out["pi_logits"].float()).cpu().numpy() if "pi_logits" in out else None
+    return _posterior(y, p, m, theta, pi)
+
+
+def _posterior(y, p: float, m, theta, pi=None) -> np.ndarray:
+    """E[x | y] for y ~ Binomial(x, p), x ~ NB(mean m, dispersion theta), zero-inflated
+    with probability ``pi`` (None: no inflation); element-wise."""
     m = np.maximum(m, 1e-12)
     # gamma posterior of the Poisson rate: shape theta + y, rate theta / m + p
     post = y + (1 - p) * (theta + y) / (theta / m + p)
-    if "pi_logits" in out:
-        pi = torch.sigmoid(out["pi_logits"].float()).cpu().numpy()
+    if pi is not None:
         # P(y = 0 | not a structural zero) under thinning: (theta / (theta + p m))^theta
         log_q0 = theta * (np.log(theta) - np.log(theta + p * m))
         not_zero = (1 - pi) * np.exp(log_q0)
         w = np.where(y > 0, 1.0, not_zero / np.maximum(pi + not_zero, 1e-30))
         post = post * w
-    return post.astype(np.float32)
+    return np.asarray(post, dtype=np.float32)
+
+
+def _denoise_pooled(kept, rows, cols, shape, target_depth, totals, k, posterior, p):
+    """``denoise``'s values, in (rows, cols) order, from the prior pooled over each cell's
+    ``k`` neighbours (``kept``: the prior's parameters and counts of every cell)."""
+    order = np.lexsort((cols, rows))  # CSR order, one entry per (cell, gene)
+    pattern = sp.csr_matrix(
+        (np.ones(len(rows)), (rows[order], cols[order])), shape=shape, dtype=np.float64
+    )
+    pattern.sort_indices()
+    weights = _neighbour_weights(np.concatenate(kept["emb"]), k)
+    share = _pooled(weights, pattern, np.concatenate(kept["share"])[order])
+    theta = np.exp(_pooled(weights, pattern, np.log(np.concatenate(kept["theta"])[order])))
+    pi = _pooled(weights, pattern, np.concatenate(kept["pi"])[order]) if kept["pi"] else None
+    y = np.concatenate(kept["y"])[order]
+    cell = np.repeat(np.arange(shape[0]), np.diff(pattern.indptr))
+    # scale as each cell alone: its genes' expected counts sum to the requested depth
+    # times the share of its counts they hold
+    mean = share * target_depth[cell]
+    expected = mean if pi is None else (1 - pi) * mean
+    observed = np.bincount(cell, weights=y, minlength=shape[0])
+    wanted = target_depth * np.where(totals > 0, observed / np.maximum(totals, 1e-12), 0)
+    predicted = np.bincount(cell, weights=expected, minlength=shape[0])
+    scale = np.where(predicted > 0, wanted / np.maximum(predicted, 1e-12), 0)[cell]
+    if posterior:
+        out = _posterior(y, p, mean * scale, theta, pi)
+    else:
+        out = (expected * scale).astype(np.float32)
+    values = np.empty(len(rows), dtype=np.float32)
+    values[order] = out
+    return values
+
+
+def _neighbour_weights(embeddings: np.ndarray, k: int) -> sp.csr_matrix:
+    """Row-normalised (cells x cells) weights: each cell and its ``k - 1`` nearest others
+    by cosine distance between ``embeddings``, equally."""
+    from sklearn.neighbors import NearestNeighbors
+
+    n = len(embeddings)
+    nn = NearestNeighbors(n_neighbors=k, metric="cosine", algorithm="brute")
+    index = nn.fit(embeddings).kneighbors(embeddings, return_distance=False)
+    rows = np.empty((n, k), dtype=np.int64)
+    for i, near in enumerate(index):
+        others = near[near != i][: k - 1]  # the cell itself always counts, once
+        rows[i] = np.concatenate([[i], others])
+    cols = np.repeat(np.arange(n), k)
+    weights = sp.csr_matrix((np.full(n * k, 1.0 / k), (cols, rows.ravel())), shape=(n, n))
+    return weights
+
+
+def _pooled(weights: sp.csr_matrix, pattern: sp.csr_matrix, values: np.ndarray) -> np.ndarray:
+    """Mean of ``values`` (positive, laid out as ``pattern``'s data) over each cell's
+    neighbours that have an entry for the gene, at ``pattern``'s positions."""
+    x = pattern.copy()
+    x.data = values.astype(np.float64)
+    total = (weights @ x).multiply(pattern).tocsr()
+    count = (weights @ pattern).multiply(pattern).tocsr()
+    for a in (total, count):
+        a.sort_indices()
+    # each cell is its own neighbour, so both keep every position of the pattern
+    for a in (total, count):
+        assert np.array_equal(a.indptr, pattern.indptr)
+        assert np.array_equal(a.indices, pattern.indices)
+    return total.data / count.data
 
 
 def denoise(
@@ -124,6 +194,7 @@ def denoise(
     *,
     depth_multiplier: float = 1.0,
     posterior: bool = False,
+    neighbours: int = 1,
     layer_added: str = "scprint_denoised",
     max_len: int = 2200,
     batch_size: int = 32,
@@ -163,6 +234,16 @@ def denoise(
         ``y`` too, so the prior is not independent of it: a practical estimator, not an
         exact posterior. Without it (the default, the paper's) the layer holds the
         model's expected counts, which need not keep the order of the observed counts.
+    neighbours
+        Pool the model's prediction over each cell and its ``neighbours - 1`` nearest
+        cells of ``adata`` (cosine distance between the model's cell embeddings from the
+        same pass) before it is scaled and, with ``posterior``, used as the prior: per
+        gene, the mean over those neighbours that predicted it of the expected share of
+        the depth, of the zero probability, and of the log-dispersion. 1 (the default)
+        denoises each cell on its own, as the paper does; more borrows strength from
+        similar cells, as kNN smoothing and MAGIC do, so the result depends on which
+        other cells are in ``adata``. Keeps every cell's prediction in memory (cells x
+        ``max_len`` values, three times).
     layer_added
         Layer written.
     max_len, batch_size, gene_key, layer, organism, progress, copy
@@ -176,6 +257,18 @@ def denoise(
     """
     if not depth_multiplier > 0:
         raise ValueError(f"depth_multiplier must be > 0, got {depth_multiplier}.")
+    if (
+        isinstance(neighbours, bool)
+        or not isinstance(neighbours, int | np.integer)
+        or (neighbours < 1)
+    ):
+        raise ValueError(f"neighbours must be an integer >= 1 (1: each cell alone), got "
+                         f"{neighbours!r}.")  # fmt: skip
+    if neighbours > adata.n_obs:
+        raise ValueError(
+            f"neighbours={neighbours} but adata has only {adata.n_obs} cells; pool over at "
+            "most as many cells as there are, or denoise each cell alone (neighbours=1)."
+        )
     if posterior and not depth_multiplier > 1:
         raise ValueError(
             f"posterior=True reads the observed counts as a subsample of the requested "
@@ -197,6 +290,8 @@ def denoise(
     inside = source.model_index >= 0
     column[source.model_index[inside]] = np.flatnonzero(inside)
     rows, cols, vals = [], [], []
+    pool = neighbours > 1
+    kept: dict[str, list[np.ndarray]] = {"emb": [], "share": [], "theta": [], "pi": [], "y": []}
     start = 0
     for batch, out in iterate(
         source,
@@ -211,22 +306,40 @@ def denoise(
         genes = batch["genes"].numpy()
         data_col = column[genes]  # (B, L); -1 for unmeasured padding
         keep = data_col >= 0
-        observed = (batch["x"].numpy() * keep).sum(axis=1)  # counts of the predicted genes
+        y = batch["x"].numpy()
+        observed = (y * keep).sum(axis=1)  # counts of the predicted genes
         n = len(genes)
         cells = np.arange(start, start + n)
         share = np.where(totals[cells] > 0, observed / np.maximum(totals[cells], 1e-12), 0)
         wanted = target_depth[cells] * share
         predicted = (expected * keep).sum(axis=1)
         scale = np.where(predicted > 0, wanted / np.maximum(predicted, 1e-12), 0)
-        if posterior:
-            expected = _posterior_mean(out, batch["x"].numpy(), scale, 1.0 / depth_multiplier)
-        else:
-            expected = expected * scale[:, None]
         r, c = np.nonzero(keep)
         rows.append(cells[r])
         cols.append(data_col[r, c])
-        vals.append(expected[r, c])
         start += n
+        if pool:
+            # the prior's parameters, the mean as a share of the requested depth
+            mean = out["mu"].float().cpu().numpy() * scale[:, None]
+            depth = np.maximum(target_depth[cells], 1e-12)[:, None]
+            kept["share"].append(np.maximum(mean / depth, 1e-12)[r, c])
+            theta = np.broadcast_to(out["theta"].float().cpu().numpy(), mean.shape)
+            kept["theta"].append(theta[r, c])
+            if "pi_logits" in out:
+                pi = torch.sigmoid(out["pi_logits"].float()).cpu().numpy()
+                kept["pi"].append(np.clip(pi, 1e-7, 1.0)[r, c])
+            kept["y"].append(y[r, c])
+            kept["emb"].append(out["cell_embs"][:, 0].float().cpu().numpy())
+            continue
+        if posterior:
+            expected = _posterior_mean(out, y, scale, 1.0 / depth_multiplier)
+        else:
+            expected = expected * scale[:, None]
+        vals.append(expected[r, c])
+    if pool:
+        vals = [_denoise_pooled(kept, np.concatenate(rows), np.concatenate(cols), adata.shape,
+                                target_depth, totals, neighbours, posterior,
+                                1.0 / depth_multiplier)]  # fmt: skip
     matrix = sp.csr_matrix(
         (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
         shape=adata.shape,

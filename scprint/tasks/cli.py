@@ -5,7 +5,7 @@
     scprint embed --adata IN.h5ad --ckpt MODEL --out OUT.h5ad [--max-len 2200]
         [--batch-size 32] [--logits] [--gene-key COL] [--layer NAME] [--organism human]
     scprint denoise --adata IN.h5ad --ckpt MODEL --out OUT.h5ad [--depth-multiplier 1]
-        [--posterior]
+        [--posterior] [--neighbours 1]
     scprint classify --adata IN.h5ad --ckpt MODEL --out OUT.h5ad
     scprint gn --adata IN.h5ad --ckpt MODEL --out NETWORK [--set key=value ...]
 
@@ -102,6 +102,13 @@ def build_parser(prog: str = "scprint") -> argparse.ArgumentParser:
         action="store_true",
         help="posterior mean given the observed counts (needs --depth-multiplier > 1)",
     )
+    p.add_argument(
+        "--neighbours",
+        type=_positive_int,
+        default=1,
+        help="pool the prediction over each cell and its nearest cells of the input "
+        "(1: each cell alone, the paper's)",
+    )
     p.add_argument("--layer-added", default="scprint_denoised", help="layer written")
     p = sub.add_parser("classify", help="predicted labels of every class")
     _common(p, "output .h5ad")
@@ -159,7 +166,8 @@ def _run(args: argparse.Namespace) -> int:
         from .cells import denoise
 
         denoise(adata, model, depth_multiplier=args.depth_multiplier,
-                posterior=args.posterior, layer_added=args.layer_added,
+                posterior=args.posterior, neighbours=args.neighbours,
+                layer_added=args.layer_added,
                 **options)  # fmt: skip
         result = adata
     elif args.command == "classify":
