@@ -168,8 +168,7 @@ def _neighbour_weights(embeddings: np.ndarray, k: int) -> sp.csr_matrix:
         others = near[near != i][: k - 1]  # the cell itself always counts, once
         rows[i] = np.concatenate([[i], others])
     cols = np.repeat(np.arange(n), k)
-    weights = sp.csr_matrix((np.full(n * k, 1.0 / k), (cols, rows.ravel())), shape=(n, n))
-    return weights
+    return sp.csr_matrix((np.full(n * k, 1.0 / k), (cols, rows.ravel())), shape=(n, n))
 
 
 def _pooled(weights: sp.csr_matrix, pattern: sp.csr_matrix, values: np.ndarray) -> np.ndarray:
@@ -181,8 +180,7 @@ def _pooled(weights: sp.csr_matrix, pattern: sp.csr_matrix, values: np.ndarray) 
     count = (weights @ pattern).multiply(pattern).tocsr()
     for a in (total, count):
         a.sort_indices()
-    # each cell is its own neighbour, so both keep every position of the pattern
-    for a in (total, count):
+        # each cell is its own neighbour, so both keep every position of the pattern
         assert np.array_equal(a.indptr, pattern.indptr)
         assert np.array_equal(a.indices, pattern.indices)
     return total.data / count.data
