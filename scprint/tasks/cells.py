@@ -262,7 +262,7 @@ def denoise(
     ):
         raise ValueError(f"neighbours must be an integer >= 1 (1: each cell alone), got "
                          f"{neighbours!r}.")  # fmt: skip
-    if neighbours > adata.n_obs:
+    if 1 < neighbours and adata.n_obs < neighbours:  # (0 cells: prepare says so)
         raise ValueError(
             f"neighbours={neighbours} but adata has only {adata.n_obs} cells; pool over at "
             "most as many cells as there are, or denoise each cell alone (neighbours=1)."
