@@ -52,3 +52,19 @@ def test_ties_go_to_the_first_length():
     unseen = np.ones(len(y), dtype=bool)
     best, scores = bench.probe_inner_choice({2200: good, 384: good.copy()}, y, train, unseen)
     assert best == 2200 and scores[2200] == scores[384]
+
+
+def test_fine_tuning_starts_at_the_rate_pretraining_ended_at(tmp_path):
+    import torch
+
+    ckpt = tmp_path / "model.ckpt"
+    state = {
+        "hyper_parameters": {"lr": 5e-4},
+        # the plateau scheduler lowered the configured rate twice (x 0.6 each)
+        "optimizer_states": [{"param_groups": [{"lr": 1.8e-4, "weight_decay": 0.01}]}],
+    }
+    torch.save(state, ckpt)
+    assert bench._final_lr(ckpt) == 1.8e-4
+    del state["optimizer_states"]  # weights only: the configured rate
+    torch.save(state, ckpt)
+    assert bench._final_lr(ckpt) == 5e-4

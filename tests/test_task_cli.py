@@ -81,6 +81,15 @@ def test_denoise_writes_the_layer(ckpt, cells_file, tmp_path):
     assert not np.allclose(near, got)
     with pytest.raises(SystemExit):
         main([*argv[:6], str(tmp_path / "bad.h5ad"), *argv[7:], "--neighbours", "0"])
+    # --zero-share: every gene of the input predicted, in passes of 512 genes at most
+    passes = tmp_path / "passes.h5ad"
+    assert main([*argv[:6], str(passes), *argv[7:], "--zero-share", "0.33"]) == 0
+    every = ad.read_h5ad(passes).layers["scprint_denoised"].toarray()
+    assert (every > 0).mean(axis=1).min() > 0.99 and (predicted.mean(axis=1) < 0.5).all()
+    np.testing.assert_allclose(every.sum(axis=1), 2 * x.sum(axis=1), rtol=0.01)
+    for bad in ("0", "1", "x"):
+        with pytest.raises(SystemExit):
+            main([*argv[:6], str(tmp_path / "bad.h5ad"), *argv[7:], "--zero-share", bad])
 
 
 def test_missing_input_file(ckpt, tmp_path, capsys):

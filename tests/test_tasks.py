@@ -211,6 +211,63 @@ def test_denoising_with_neighbours(trained, cells, monkeypatch):
         denoise(noisy, trained, neighbours=41, progress=False)
 
 
+def test_denoising_in_passes_at_a_zero_share(trained, cells):
+    """``zero_share``: every measured gene of every cell is predicted; each pass holds all
+    the cell's expressed genes and that share of its zeros, and the passes together hold
+    every zero; with one pass of all genes it is the one-sequence result."""
+    from scdataloader.genes import map_genes
+
+    rng = np.random.default_rng(2)
+    thin = sp.csr_matrix(cells.X).astype(np.float32)
+    thin.data = rng.binomial(np.rint(thin.data).astype(np.int64), 0.3).astype(np.float32)
+    thin.eliminate_zeros()
+    noisy = cells[:6].copy()
+    noisy.X = thin[:6]
+    y = thin[:6].toarray()
+    ids = map_genes(cells.var_names, "human").ids
+    known = {g: i for i, g in enumerate(trained.genes)}
+    data_col = {known[g]: j for j, g in enumerate(ids) if g is not None and g in known}
+    out = denoise(noisy, trained, depth_multiplier=1 / 0.3, zero_share=0.25, max_len=256,
+                  progress=False, copy=True)  # fmt: skip
+    layer = out.layers["scprint_denoised"].toarray()
+    cols = sorted(data_col.values())
+    # every measured gene of every cell predicted, not only 256 of them
+    assert (layer[:, cols] > 0).all()
+    np.testing.assert_allclose(layer.sum(axis=1), y.sum(axis=1) / 0.3, rtol=0.01)
+
+    # the passes of one cell with more expressed genes than a pass holds (192)
+    calls = []
+    hook = trained.model.register_forward_hook(
+        lambda mod, args, out: calls.append((args[0].numpy().copy(), args[1].numpy().copy()))
+    )
+    try:
+        denoise(noisy[:1].copy(), trained, depth_multiplier=1 / 0.3, zero_share=0.25,
+                max_len=256, progress=False)  # fmt: skip
+    finally:
+        hook.remove()
+    assert (y[0, cols] > 0).sum() > 192
+    seqs = [s for g, _ in calls for s in g]
+    xs = [x for _, v in calls for x in v]
+    assert len(seqs) > 2 and all(len(s) <= 256 for s in seqs)
+    for s, x in zip(seqs, xs, strict=True):
+        assert len(set(s.tolist())) == len(s)
+        # a quarter of each pass is zero-count genes (rounding: one gene either way)
+        assert abs(int((x == 0).sum()) - 0.25 * len(s)) <= 1
+    covered = set(np.concatenate(seqs).tolist())
+    assert covered == set(data_col)  # the passes together hold every measured gene
+
+    kw = dict(posterior=True, depth_multiplier=1 / 0.3, max_len=cells.n_vars, progress=False,
+              copy=True)  # fmt: skip
+    one = denoise(noisy, trained, **kw).layers["scprint_denoised"].toarray()
+    # a share so high that one pass holds every zero: the same sequence, reordered
+    whole = denoise(noisy, trained, zero_share=0.99, **kw).layers["scprint_denoised"].toarray()
+    np.testing.assert_allclose(whole, one, rtol=1e-3, atol=1e-4)
+
+    for bad in (0, 1, -0.2, True, "0.3"):
+        with pytest.raises(ValueError, match="zero_share must be a share"):
+            denoise(noisy, trained, zero_share=bad, progress=False)
+
+
 def test_bad_inputs_give_clear_errors(trained, cells, mouse_path):
     import scanpy as sc
 

@@ -52,13 +52,16 @@ and I/O excluded; "peak RSS" is the child's high-water mark, imports and data in
     ``--finetune-losses class``: the classification losses only) on the fold's training
     cells, through
     ``scdataloader.Collection`` / ``DataModule`` (the checkpoint's genes and label
-    hierarchies; collator "random expr", sequences of ``--finetune-max-len`` 256 genes
+    hierarchies; collator "random expr", sequences of ``--finetune-max-len`` genes
+    (default: the checkpoint's pretraining ``max_len``, 1,024 for the science model)
     with the pretraining's share of unexpressed genes (``zero_genes`` scaled); batches of
     ``--finetune-batch`` 16 cells drawn with weights over the labels, as in pretraining)
     for ``--finetune-epochs`` 2 epochs of as many cells as the training set holds, at most
     ``--finetune-max-steps`` 50 optimiser steps per fold (retina: 50 steps, about 0.9
-    epoch; wu2020: 2 epochs, 22 or 24 steps); AdamW at the checkpoint's learning rate
-    (``--finetune-lr``) and weight decay with a linear warm-up of ``--finetune-warmup`` 10
+    epoch; wu2020: 2 epochs, 22 or 24 steps); AdamW at the learning rate the checkpoint's
+    training ended at (``--finetune-lr``; its optimiser's rate, which pretraining's plateau
+    scheduler lowers from the configured one: 1.8e-4 for the science model, configured at
+    5e-4) and its weight decay, with a linear warm-up of ``--finetune-warmup`` 10
     steps and then a constant rate (no validation split: every training cell trains, so
     the plateau scheduler of pretraining, which follows a validation loss, is left out);
     gradient clipping 100, as ``pretrain.py``. Then ``classify`` on the test fold as
@@ -102,7 +105,7 @@ ours: ``linear``, ``tabnet`` (SIMS), ``tabnet-sctab`` (scTab), ``mlp`` (scTab's 
 
 Options: ``--datasets``, ``--methods`` (default all but ``mlp``), ``--folds``,
 ``--finetune-epochs`` (default 2), ``--finetune-max-steps`` (50), ``--finetune-max-len``
-(256), ``--finetune-lr``, ``--finetune-losses`` (``all``), ``--max-len`` (inference),
+(pretraining's), ``--finetune-lr``, ``--finetune-losses`` (``all``), ``--max-len`` (inference),
 ``--probe-max-lens``, ``--seed``, ``--threads`` (default 1),
 ``--ckpt`` (default ``splits.science_checkpoint()``; when that file does not exist the
 demo's debug model ``scprint.demo.pretrained()`` is used, with a note: it was pretrained
@@ -352,6 +355,20 @@ def _training_max_len(ckpt: Path) -> tuple[int, int, str]:
             str(coll.get("mode", "random expr")))  # fmt: skip
 
 
+def _final_lr(ckpt: Path) -> float:
+    """The learning rate the checkpoint's training ended at: its optimiser's, which the
+    plateau scheduler has lowered from the configured one; the configured one (its
+    hyperparameters' ``lr``) when the file holds no optimiser state."""
+    import torch
+
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    for opt in state.get("optimizer_states") or []:
+        for group in opt.get("param_groups") or []:
+            if group.get("lr"):
+                return float(group["lr"])
+    return float((state.get("hyper_parameters") or {}).get("lr", 1e-4))
+
+
 def _child_scprint_zeroshot(args) -> dict:
     import numpy as np
 
@@ -463,7 +480,7 @@ def _child_scprint_finetuned(args) -> dict:
     train_len, train_zero, mode = _training_max_len(Path(args.ckpt))
     max_len = args.finetune_max_len or train_len
     zero_genes = round(train_zero * max_len / train_len)  # the same share of the sequence
-    lr = args.finetune_lr or float(pre.hparams["lr"])
+    lr = args.finetune_lr or _final_lr(Path(args.ckpt))
     ens = _ensembl_view(adata)
     work = Path(args.work)
     folds, added = [], False
@@ -919,10 +936,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scprint-batch", type=int, default=32)
     ap.add_argument("--finetune-epochs", type=int, default=2)
     ap.add_argument("--finetune-max-steps", type=int, default=50, help="per fold; 0: no cap")
-    ap.add_argument("--finetune-max-len", type=int, default=256,
+    ap.add_argument("--finetune-max-len", type=int, default=0,
                     help="genes per fine-tuning sequence (0: pretraining's)")  # fmt: skip
     ap.add_argument("--finetune-batch", type=int, default=16)
-    ap.add_argument("--finetune-lr", type=float, default=0.0, help="0: the checkpoint's lr")
+    ap.add_argument("--finetune-lr", type=float, default=0.0,
+                    help="0: the rate the checkpoint's training ended at")  # fmt: skip
     ap.add_argument("--finetune-warmup", type=int, default=10)
     ap.add_argument(
         "--finetune-losses",
@@ -964,6 +982,10 @@ def main(argv: list[str] | None = None) -> int:
     ckpt_sha = _sha256(ckpt)
     if not args.max_len:
         args.max_len = _training_max_len(ckpt)[0]
+    if not args.finetune_max_len:
+        args.finetune_max_len = _training_max_len(ckpt)[0]
+    if not args.finetune_lr:
+        args.finetune_lr = _final_lr(ckpt)
     if not args.probe_max_lens:
         args.probe_max_lens = [args.max_len, 2200]
     print(f"machine: {machine['cpu']}, {machine['cores']} cores, {machine['mem_total_mb']} MB; "

@@ -44,10 +44,15 @@ Protocol (the paper's Methods, "Denoising validation test", and Figure 4A):
     demo trains 30), cached under ``~/.cache/scprint/science/`` with its provenance in
     a ``.json`` beside it, unless ``--ckpt`` is given (e.g. the science model of
     ``pretrain.py``, whose ``provenance.json`` and ``held_out.json`` are read to report
-    its training and check that it never saw a scored cell); each held-out cell's 5,000 genes
-    in one sequence (``max_len=5000``), asked for the depth 1 / ``--keep`` times the
-    noisy one (``--depth-multiplier``; with 1 the ranks, hence the scores, were the
-    same to four decimals);
+    its training and check that it never saw a scored cell); every one of each held-out
+    cell's 5,000 genes predicted (``max_len=5000``), in passes of the cell's expressed
+    genes and a share ``--zero-share`` of its zero-count genes, a different slice of them
+    in each pass (``denoise(..., zero_share=...)``; default: the checkpoint's pretraining
+    share, ``zero_genes / max_len``, 341 / 1,024 for the science model, so that the model
+    sees sequences like its training ones; ``--zero-share 0``: one sequence of all 5,000
+    genes, mostly zeros for these shallow cells, as earlier runs did), asked for the
+    depth 1 / ``--keep`` times the noisy one (``--depth-multiplier``; with 1 the ranks,
+    hence the scores, were the same to four decimals);
   - ``scprint_posterior``: the same with ``denoise(..., posterior=True)``: the noisy
     counts read as a binomial subsample (rate 1 / depth multiplier) of the requested
     depth and the model's negative binomial prediction as their prior; the posterior
@@ -184,6 +189,17 @@ def diagnostics_per_cell(pred, truth, noisy):
     return observed, auroc
 
 
+def training_zero_share(ckpt) -> float:
+    """The share of each pretraining sequence given to unexpressed genes (the collator's
+    ``zero_genes / max_len`` saved with the checkpoint's data module; 0 without one)."""
+    import torch
+
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    coll = (state.get("DataModule") or {}).get("collator") or {}
+    max_len, zero = int(coll.get("max_len") or 0), int(coll.get("zero_genes") or 0)
+    return zero / max_len if max_len and zero else 0.0
+
+
 # --------------------------------------------------------------------------- children
 
 
@@ -205,8 +221,10 @@ def _child_scprint(
     known = set(np.asarray(model.genes).astype(str)) if hasattr(model, "genes") else None
     mult = args.depth_multiplier or 1 / args.keep
     neighbours = args.knn_k if pooled else 1
+    share = training_zero_share(args.ckpt) if args.zero_share is None else args.zero_share
     denoise(test, model, depth_multiplier=mult, posterior=posterior, neighbours=neighbours,
-            max_len=test.n_vars, batch_size=args.scprint_batch, progress=False)  # fmt: skip
+            zero_share=share or None, max_len=test.n_vars, batch_size=args.scprint_batch,
+            progress=False)  # fmt: skip
     seconds = time.perf_counter() - t0
     name = ("scprint_posterior_knn" if pooled else "scprint_posterior") if posterior else "scprint"
     np.save(work / f"{name}.npy", test.layers["scprint_denoised"].toarray())
@@ -219,6 +237,7 @@ def _child_scprint(
             "max_len": test.n_vars,
             "posterior": posterior,
             "neighbours": neighbours,
+            "zero_share": share or None,
         },  # fmt: skip
     }
     if known is not None:
@@ -336,6 +355,8 @@ def _child_cmd(python: Path | str, method: str, work: Path, args: argparse.Names
         cmd += [f"--{opt.replace('_', '-')}", str(getattr(args, opt))]
     if args.depth_multiplier:
         cmd += ["--depth-multiplier", str(args.depth_multiplier)]
+    if args.zero_share is not None:
+        cmd += ["--zero-share", str(args.zero_share)]
     if args.ckpt:
         cmd += ["--ckpt", str(args.ckpt)]
     if getattr(args, "train_file", None):
@@ -484,6 +505,13 @@ def main(argv: list[str] | None = None) -> int:
         help="depth asked of our model, x the noisy depth (default 1 / keep)",
     )
     parser.add_argument("--knn-k", type=int, default=15)
+    parser.add_argument(
+        "--zero-share",
+        type=float,
+        default=None,
+        help="our model's share of zero-count genes per pass (default: its pretraining's "
+        "zero_genes / max_len; 0: one sequence of all genes per cell)",
+    )
     parser.add_argument("--scvi-epochs", type=int, default=400)
     parser.add_argument("--threads", type=int, default=1, help="threads per child")
     parser.add_argument("--peer-python", default=str(DEFAULT_PEER_PYTHON))

@@ -264,3 +264,107 @@ def iterate(
             on = {k: v.to(device) for k, v in batch.items()}
             out = module.model(on["genes"], on["x"], on["depth"], qk_layers=qk_layers)
             yield batch, out
+
+
+def iterate_zero_share(
+    source: CellSource,
+    module,
+    *,
+    zero_share: float,
+    max_len: int = 2200,
+    batch_size: int = 32,
+    depth: np.ndarray | None = None,
+    desc: str = "scPRINT",
+    progress: bool = True,
+) -> Iterator[tuple[dict, dict]]:
+    """Run the model over every measured gene of each cell, in passes whose share of
+    zero-count genes is ``zero_share``: yields (batch, outputs) of one cell at a time,
+    like :func:`iterate` with a batch of one.
+
+    Each pass holds the cell's expressed genes (when there are more than
+    ``(1 - zero_share) * max_len``, a seeded random part of them, the parts taking turns
+    over the passes) and ``zero_share / (1 - zero_share)`` times as many of its measured
+    zero-count genes, a different slice of them in each pass (slices and parts are
+    filled up by wrapping around to their first genes), so that every measured gene is
+    predicted once the passes are done: about ``n_zero_genes / n_zero_per_pass``
+    passes, short ones. The outputs are averaged over
+    the passes that held a gene (the mean ``mu``, the log dispersion, the zero
+    probability, ``pred``) and the cell embeddings over all of them. A model pretrained
+    with ``zero_genes`` unexpressed genes in sequences of ``max_len`` sees sequences of
+    its training make-up with ``zero_share = zero_genes / max_len``; one sequence of all
+    measured genes is mostly zeros for a cell with few expressed genes.
+    """
+    if not 0 < zero_share < 1:
+        raise ValueError(f"zero_share must be in (0, 1), got {zero_share!r}.")
+    n_expr_max = int((1 - zero_share) * max_len)
+    if n_expr_max < 1:
+        raise ValueError(
+            f"max_len={max_len} with zero_share={zero_share} leaves no room for expressed "
+            "genes; raise max_len or lower zero_share."
+        )
+    measured = np.flatnonzero(source.measured[0])
+    device = module.device
+    module.eval()
+    with torch.no_grad():
+        for i in tqdm(range(len(source)), desc=desc, disable=not progress, unit="cell"):
+            item = source[i]
+            x = item["x"]
+            rng = np.random.default_rng((0, i))
+            expr = rng.permutation(measured[x[measured] > 0])
+            zeros = rng.permutation(measured[x[measured] == 0])
+            # more expressed genes than a pass holds: they are spread over the passes
+            n_parts = max(1, -(-len(expr) // n_expr_max))
+            per_part = -(-len(expr) // n_parts)
+            parts = np.resize(expr, n_parts * per_part).reshape(n_parts, per_part)
+            n_zero = max(1, round(per_part * zero_share / (1 - zero_share)))
+            n_zero = min(n_zero, max_len - per_part, max(len(zeros), 1))
+            n_pass = max(n_parts, -(-len(zeros) // n_zero))
+            sliced = np.resize(zeros, (n_pass, n_zero)) if len(zeros) else None
+            seqs = np.stack([
+                parts[p % n_parts] if sliced is None
+                else np.concatenate([parts[p % n_parts], sliced[p]])
+                for p in range(n_pass)
+            ])  # fmt: skip
+            cell_depth = float(item["depth"] if depth is None else depth[i])
+            genes = np.concatenate([expr, zeros])
+            slot = np.empty(source.n_model_genes, dtype=np.int64)
+            slot[genes] = np.arange(len(genes))
+            where = slot[seqs]  # (n_pass, L) -> position in ``genes``
+            sums: dict[str, np.ndarray] = {}
+            embs = []
+            rows = max(1, batch_size * max_len // seqs.shape[1])
+            for start in range(0, n_pass, rows):
+                part = torch.as_tensor(seqs[start : start + rows])
+                xs = torch.as_tensor(x[part.numpy()])
+                d = torch.full((len(part),), cell_depth, dtype=torch.float32)
+                out = module.model(part.to(device), xs.to(device), d.to(device))
+                embs.append(out["cell_embs"].float().cpu().numpy())
+                for key, value in out.items():
+                    if key not in ("mu", "theta", "pi_logits", "pred"):
+                        continue
+                    v = value.float().cpu().numpy()
+                    v = np.broadcast_to(v, part.shape)
+                    if key == "theta":
+                        v = np.log(np.maximum(v, 1e-30))
+                    elif key == "pi_logits":
+                        v = 1 / (1 + np.exp(-v))  # averaged as probabilities
+                    acc = sums.setdefault(key, np.zeros(len(genes)))
+                    np.add.at(acc, where[start : start + rows].ravel(), v.ravel())
+            count = np.bincount(where.ravel(), minlength=len(genes)).astype(np.float64)
+            avg = {key: acc / count for key, acc in sums.items()}
+            merged: dict[str, torch.Tensor] = {}
+            for key, value in avg.items():
+                if key == "theta":
+                    value = np.exp(value)
+                elif key == "pi_logits":
+                    value = np.clip(value, 1e-7, 1 - 1e-7)
+                    value = np.log(value) - np.log1p(-value)
+                merged[key] = torch.as_tensor(value[None], dtype=torch.float32)
+            emb = np.concatenate(embs).mean(axis=0, keepdims=True)
+            merged["cell_embs"] = torch.as_tensor(emb, dtype=torch.float32)
+            batch = {
+                "genes": torch.as_tensor(genes[None]),
+                "x": torch.as_tensor(x[genes][None]),
+                "depth": torch.tensor([cell_depth], dtype=torch.float32),
+            }
+            yield batch, merged

@@ -7,7 +7,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from ._data import iterate, prepare, resolve_model
+from ._data import iterate, iterate_zero_share, prepare, resolve_model
 
 __all__ = ["embed", "denoise"]
 
@@ -193,6 +193,7 @@ def denoise(
     depth_multiplier: float = 1.0,
     posterior: bool = False,
     neighbours: int = 1,
+    zero_share: float | None = None,
     layer_added: str = "scprint_denoised",
     max_len: int = 2200,
     batch_size: int = 32,
@@ -242,6 +243,17 @@ def denoise(
         similar cells, as kNN smoothing and MAGIC do, so the result depends on which
         other cells are in ``adata``. Keeps every cell's prediction in memory (cells x
         ``max_len`` values, three times).
+    zero_share
+        None (the default): one sequence per cell, its expressed genes first, then
+        measured genes with a zero count up to ``max_len``. A share in (0, 1): every
+        measured gene of the cell, in as many passes as it takes, each with the cell's
+        expressed genes and that share of zero-count genes, a different slice of them in
+        each pass; the predictions are averaged over the passes that held a gene. A
+        model pretrained with ``zero_genes`` of ``max_len`` positions given to
+        unexpressed genes sees sequences like its training ones with
+        ``zero_share = zero_genes / max_len``, where one long sequence of a shallow cell
+        is mostly zeros. Costs about ``1 / zero_share`` times the tokens of the cell's
+        zero-count genes, in short sequences.
     layer_added
         Layer written.
     max_len, batch_size, gene_key, layer, organism, progress, copy
@@ -262,6 +274,15 @@ def denoise(
     ):
         raise ValueError(f"neighbours must be an integer >= 1 (1: each cell alone), got "
                          f"{neighbours!r}.")  # fmt: skip
+    if zero_share is not None and (
+        isinstance(zero_share, bool)
+        or not isinstance(zero_share, float | int | np.floating | np.integer)
+        or not 0 < zero_share < 1
+    ):
+        raise ValueError(
+            f"zero_share must be a share in (0, 1) (e.g. the model's pretraining "
+            f"zero_genes / max_len), or None for one sequence per cell; got {zero_share!r}."
+        )
     if 1 < neighbours and adata.n_obs < neighbours:  # (0 cells: prepare says so)
         raise ValueError(
             f"neighbours={neighbours} but adata has only {adata.n_obs} cells; pool over at "
@@ -283,6 +304,13 @@ def denoise(
     source = prepare(adata, module, gene_key=gene_key, layer=layer, organism=organism)
     totals = np.asarray(source.counts.sum(axis=1)).ravel()
     target_depth = (totals * depth_multiplier).astype(np.float32)
+    if zero_share is None:
+        passes = iterate(source, module, batch_size=batch_size, max_len=max_len,
+                         depth=target_depth, desc="denoise", progress=progress)  # fmt: skip
+    else:
+        passes = iterate_zero_share(source, module, zero_share=zero_share, max_len=max_len,
+                                    batch_size=batch_size, depth=target_depth,
+                                    desc="denoise", progress=progress)  # fmt: skip
     # model gene -> data column
     column = np.full(source.n_model_genes, -1, dtype=np.int64)
     inside = source.model_index >= 0
@@ -291,15 +319,7 @@ def denoise(
     pool = neighbours > 1
     kept: dict[str, list[np.ndarray]] = {"emb": [], "share": [], "theta": [], "pi": [], "y": []}
     start = 0
-    for batch, out in iterate(
-        source,
-        module,
-        batch_size=batch_size,
-        max_len=max_len,
-        depth=target_depth,
-        desc="denoise",
-        progress=progress,
-    ):
+    for batch, out in passes:
         expected = _expected_counts(out, decoder).float().cpu().numpy()  # (B, L)
         genes = batch["genes"].numpy()
         data_col = column[genes]  # (B, L); -1 for unmeasured padding

@@ -5,7 +5,7 @@
     scprint embed --adata IN.h5ad --ckpt MODEL --out OUT.h5ad [--max-len 2200]
         [--batch-size 32] [--logits] [--gene-key COL] [--layer NAME] [--organism human]
     scprint denoise --adata IN.h5ad --ckpt MODEL --out OUT.h5ad [--depth-multiplier 1]
-        [--posterior] [--neighbours 1]
+        [--posterior] [--neighbours 1] [--zero-share S]
     scprint classify --adata IN.h5ad --ckpt MODEL --out OUT.h5ad
     scprint gn --adata IN.h5ad --ckpt MODEL --out NETWORK [--set key=value ...]
 
@@ -47,6 +47,13 @@ def _positive_float(text: str) -> float:
     value = float(text)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _share(text: str) -> float:
+    value = float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be a share in (0, 1), got {text}")
     return value
 
 
@@ -109,6 +116,13 @@ def build_parser(prog: str = "scprint") -> argparse.ArgumentParser:
         help="pool the prediction over each cell and its nearest cells of the input "
         "(1: each cell alone, the paper's)",
     )
+    p.add_argument(
+        "--zero-share",
+        type=_share,
+        default=None,
+        help="predict every measured gene, in passes with this share of zero-count genes "
+        "(e.g. the model's pretraining zero_genes / max_len); default: one sequence",
+    )
     p.add_argument("--layer-added", default="scprint_denoised", help="layer written")
     p = sub.add_parser("classify", help="predicted labels of every class")
     _common(p, "output .h5ad")
@@ -167,7 +181,7 @@ def _run(args: argparse.Namespace) -> int:
 
         denoise(adata, model, depth_multiplier=args.depth_multiplier,
                 posterior=args.posterior, neighbours=args.neighbours,
-                layer_added=args.layer_added,
+                zero_share=args.zero_share, layer_added=args.layer_added,
                 **options)  # fmt: skip
         result = adata
     elif args.command == "classify":
