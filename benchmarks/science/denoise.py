@@ -77,7 +77,8 @@ Each method runs in its own subprocess (ours and kNN-smoothing with this interpr
 MAGIC and scVI with ``--peer-python``), so that each has its own wall time and peak RSS
 (``ru_maxrss`` from ``wait4``, as in ``benchmarks/train_throughput.py``); "fit + denoise"
 is the time inside the child without imports and I/O. Options: ``--methods``,
-``--threads`` (per child, default 1), ``--retrain``, ``--out`` (JSON lines, default
+``--threads`` (per child, default 1), ``--retrain``, ``--zero-share`` (our model's passes;
+0: one sequence per cell), ``--out`` (JSON lines, default
 ``benchmarks/results/science_denoise.jsonl``), ``--work`` (keep the intermediate files).
 """
 
