@@ -166,6 +166,18 @@ def test_pooled_prior_is_the_mean_over_neighbours_that_predicted_the_gene():
     np.testing.assert_allclose(got, [2.0, 5.0, 5.0, 8.0])
 
 
+def _thinned(cells, seed: int, keep: float = 0.3):
+    """A copy of ``cells`` sequenced at ``keep`` of its depth: each count kept with
+    probability ``keep`` (binomial thinning)."""
+    rng = np.random.default_rng(seed)
+    thin = sp.csr_matrix(cells.X).astype(np.float32)
+    thin.data = rng.binomial(np.rint(thin.data).astype(np.int64), keep).astype(np.float32)
+    thin.eliminate_zeros()
+    out = cells.copy()
+    out.X = thin
+    return out
+
+
 def test_denoising_with_neighbours(trained, cells, monkeypatch):
     """Pooling over one neighbour (the cell itself) is the per-cell result; pooling over
     every cell gives every cell the same expected profile, up to its depth; the
@@ -173,12 +185,8 @@ def test_denoising_with_neighbours(trained, cells, monkeypatch):
     import scprint.tasks.cells as cells_module
     from scdataloader.genes import map_genes
 
-    rng = np.random.default_rng(1)
-    thin = sp.csr_matrix(cells.X).astype(np.float32)
-    thin.data = rng.binomial(np.rint(thin.data).astype(np.int64), 0.3).astype(np.float32)
-    thin.eliminate_zeros()
-    noisy = cells[:40].copy()
-    noisy.X = thin[:40]
+    noisy = _thinned(cells[:40], seed=1)
+    thin = noisy.X
     kw = dict(depth_multiplier=1 / 0.3, max_len=1500, progress=False, copy=True)
     alone = denoise(noisy, trained, posterior=True, **kw).layers["scprint_denoised"]
 
@@ -198,7 +206,7 @@ def test_denoising_with_neighbours(trained, cells, monkeypatch):
     np.testing.assert_allclose(share, np.broadcast_to(share[0], share.shape), atol=1e-6)
 
     post = denoise(noisy, trained, posterior=True, neighbours=5, **kw).layers["scprint_denoised"]
-    y = thin[:40].toarray()
+    y = thin.toarray()
     mapped = np.array([g is not None for g in map_genes(cells.var_names, "human").ids])
     seen = (y > 0) & mapped
     assert (post.toarray()[seen] >= y[seen] * (1 - 1e-5)).all()
@@ -217,13 +225,8 @@ def test_denoising_in_passes_at_a_zero_share(trained, cells):
     every zero; with one pass of all genes it is the one-sequence result."""
     from scdataloader.genes import map_genes
 
-    rng = np.random.default_rng(2)
-    thin = sp.csr_matrix(cells.X).astype(np.float32)
-    thin.data = rng.binomial(np.rint(thin.data).astype(np.int64), 0.3).astype(np.float32)
-    thin.eliminate_zeros()
-    noisy = cells[:6].copy()
-    noisy.X = thin[:6]
-    y = thin[:6].toarray()
+    noisy = _thinned(cells[:6], seed=2)
+    y = noisy.X.toarray()
     ids = map_genes(cells.var_names, "human").ids
     known = {g: i for i, g in enumerate(trained.genes)}
     data_col = {known[g]: j for j, g in enumerate(ids) if g is not None and g in known}

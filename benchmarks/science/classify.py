@@ -132,8 +132,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path.insert(0, str(HERE))
+from common import checkpoint_collator, own_peak_rss_mb  # noqa: E402
 from common import fmt as _fmt  # noqa: E402
-from common import own_peak_rss_mb  # noqa: E402
 from common import package_version as _version  # noqa: E402
 from common import sha256 as _sha256  # noqa: E402
 
@@ -347,10 +347,7 @@ def _scprint_setup(args):
 
 def _training_max_len(ckpt: Path) -> tuple[int, int, str]:
     """(max_len, zero_genes, mode) the checkpoint was trained with (defaults: the demo's)."""
-    import torch
-
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)
-    coll = (state.get("DataModule") or {}).get("collator") or {}
+    coll = checkpoint_collator(ckpt)
     return (int(coll.get("max_len", 256)), int(coll.get("zero_genes", 0)),
             str(coll.get("mode", "random expr")))  # fmt: skip
 

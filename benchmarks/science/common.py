@@ -91,6 +91,15 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def checkpoint_collator(ckpt) -> dict:
+    """The collator settings a Lightning checkpoint was trained with (``max_len``,
+    ``zero_genes``, ``mode``...), saved with its data module's state; {} without one."""
+    import torch
+
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    return dict((state.get("DataModule") or {}).get("collator") or {})
+
+
 def display_path(path) -> str:
     """``path`` with the home folder written ``~``, for records kept in the repository."""
     path = str(path)

@@ -94,7 +94,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from common import append_records, display_path  # noqa: E402
+from common import append_records, checkpoint_collator, display_path  # noqa: E402
 from common import fmt as _fmt  # noqa: E402
 from common import load_file_module as _load_file_module  # noqa: E402
 from common import package_version as _version  # noqa: E402
@@ -193,10 +193,7 @@ def diagnostics_per_cell(pred, truth, noisy):
 def training_zero_share(ckpt) -> float:
     """The share of each pretraining sequence given to unexpressed genes (the collator's
     ``zero_genes / max_len`` saved with the checkpoint's data module; 0 without one)."""
-    import torch
-
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)
-    coll = (state.get("DataModule") or {}).get("collator") or {}
+    coll = checkpoint_collator(ckpt)
     max_len, zero = int(coll.get("max_len") or 0), int(coll.get("zero_genes") or 0)
     return zero / max_len if max_len and zero else 0.0
 
