@@ -287,9 +287,9 @@ def iterate_zero_share(
     zero-count genes, a different slice of them in each pass (slices and parts are
     filled up by wrapping around to their first genes), so that every measured gene is
     predicted once the passes are done: about ``n_zero_genes / n_zero_per_pass``
-    passes, short ones. The outputs are averaged over
-    the passes that held a gene (the mean ``mu``, the log dispersion, the zero
-    probability, ``pred``) and the cell embeddings over all of them. A model pretrained
+    passes, short ones. The outputs are averaged over the passes that held a gene (the
+    mean ``mu``, the log dispersion, the zero probability, ``pred``) and the cell
+    embeddings over all of them. A model pretrained
     with ``zero_genes`` unexpressed genes in sequences of ``max_len`` sees sequences of
     its training make-up with ``zero_share = zero_genes / max_len``; one sequence of all
     measured genes is mostly zeros for a cell with few expressed genes.
@@ -342,12 +342,12 @@ def iterate_zero_share(
                 for key, value in out.items():
                     if key not in ("mu", "theta", "pi_logits", "pred"):
                         continue
-                    v = value.float().cpu().numpy()
-                    v = np.broadcast_to(v, part.shape)
+                    value = value.float()
                     if key == "theta":
-                        v = np.log(np.maximum(v, 1e-30))
+                        value = torch.log(value.clamp_min(1e-30))
                     elif key == "pi_logits":
-                        v = 1 / (1 + np.exp(-v))  # averaged as probabilities
+                        value = torch.sigmoid(value)  # averaged as probabilities
+                    v = np.broadcast_to(value.cpu().numpy(), part.shape)
                     acc = sums.setdefault(key, np.zeros(len(genes)))
                     np.add.at(acc, where[start : start + rows].ravel(), v.ravel())
             count = np.bincount(where.ravel(), minlength=len(genes)).astype(np.float64)
