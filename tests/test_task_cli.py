@@ -39,7 +39,7 @@ def _one_line_error(err: str) -> str:
 def test_embed_writes_the_embeddings(ckpt, cells_file, tmp_path, capsys):
     out = tmp_path / "sub" / "embedded.h5ad"
     argv = ["embed", "--adata", str(cells_file), "--ckpt", str(ckpt), "--out", str(out)]
-    assert main(argv + ["--max-len", "512", "--batch-size", "40", "--logits"]) == 0
+    assert main(argv + ["--max-len", "512", "--batch-size", "40", "--logits", "--gene-mean"]) == 0
     assert "Traceback" not in capsys.readouterr().err
     a = ad.read_h5ad(out)
     assert a.shape == (100, 1500)
@@ -47,6 +47,7 @@ def test_embed_writes_the_embeddings(ckpt, cells_file, tmp_path, capsys):
     assert emb.shape[0] == 100 and np.isfinite(emb).all()
     assert "X_scprint_cell_type_ontology_term_id" in a.obsm
     assert "X_scprint_cell_type_ontology_term_id_logits" in a.obsm
+    assert a.obsm["X_scprint_gene_mean"].shape == emb.shape
     assert not [p for p in out.parent.iterdir() if p.name.endswith(".tmp")]  # atomic write
 
 

@@ -37,6 +37,32 @@ def test_embed_writes_documented_slots_deterministically(trained, cells):
     assert np.isfinite(emb).all() and emb.std(axis=0).max() > 1e-3
 
 
+def test_gene_mean_pools_the_expressed_genes_last_layer_tokens(trained, cells):
+    import torch
+
+    from scprint.tasks._data import iterate, prepare
+
+    out = embed(cells, trained, max_len=1500, batch_size=50, gene_mean=True, progress=False,
+                copy=True)  # fmt: skip
+    pooled = out.obsm["X_scprint_gene_mean"]
+    assert pooled.shape == out.obsm["X_scprint"].shape and np.isfinite(pooled).all()
+    # by hand: the tokens of the expressed genes only, not the zero-count ones
+    source = prepare(cells.copy(), trained)
+    batch, res = next(iterate(source, trained, batch_size=5, max_len=1500, mode="random expr",
+                              gene_embs=True, progress=False))  # fmt: skip
+    tokens, x = res["gene_embs"].float(), batch["x"]
+    assert ((x > 0).sum(1) < x.shape[1]).all()  # each sequence also holds zero-count genes
+    want = torch.stack([tokens[i][x[i] > 0].mean(0) for i in range(5)]).numpy()
+    np.testing.assert_allclose(pooled[:5], want, atol=1e-5)
+    every = tokens.mean(1).numpy()
+    assert np.abs(pooled[:5] - every).max() > 1e-3
+    # not the cell token, and it separates cells
+    assert not np.allclose(pooled, out.obsm["X_scprint"], atol=1e-3)
+    assert pooled.std(axis=0).max() > 1e-3
+    assert "X_scprint_gene_mean" not in embed(cells, trained, max_len=256, progress=False,
+                                               copy=True).obsm  # fmt: skip
+
+
 def test_symbols_give_the_same_embeddings_as_ids(trained, cells):
     from scdataloader.genes import symbols_to_ids
 

@@ -69,16 +69,19 @@ and I/O excluded; "peak RSS" is the child's high-water mark, imports and data in
     placeholder token and head, the other weights loaded) and trained in the same way;
     the row says so.
 ``scprint linear probe``
-    ``scprint.tasks.embed`` with the frozen pretrained checkpoint (the default cell
-    embedding and the class embeddings, concatenated), standardised on the training cells,
-    then the logistic regression below on them: a user's baseline for a label the model
-    has no classifier for. The cells are embedded with each context length of
-    ``--probe-max-lens`` (default: the pretraining's ``max_len`` and 2,200, the tasks'
-    default); per fold, the length is chosen by an inner 3-fold cross-validation (macro
+    ``scprint.tasks.embed`` with the frozen pretrained checkpoint, standardised on the
+    training cells, then the logistic regression below on them: a user's baseline for a
+    label the model has no classifier for. The cells are embedded with each context
+    length of ``--probe-max-lens`` (default: the pretraining's ``max_len`` and 2,200, the
+    tasks' default), and two sets of features are taken from each: the default cell
+    embedding and the class embeddings, concatenated, and the same with the mean of the
+    expressed genes' last-layer tokens (``embed(..., gene_mean=True)``) appended. Per
+    fold, the length and the set are chosen by an inner 3-fold cross-validation (macro
     F1) on the fold's training cells that pretraining never saw (the other held-out
     folds; stratified for the retina, by patient for wu2020), the logistic regression of
     each inner split trained on all the other training cells; ties go to the first
-    length. The test fold plays no part in the choice.
+    candidate (the shorter length, then the set without the gene mean). The test fold
+    plays no part in the choice.
 ``logistic regression``
     ``benchmarks/tabular.py``'s: ``LogisticRegression(C=1.0, max_iter=1000,
     class_weight="balanced")`` on log1p(1e4-normalised) expression of the 2,000 genes of
@@ -583,6 +586,9 @@ def probe_inner_choice(
     return (max(finite, key=finite.get) if finite else next(iter(embeddings))), scores
 
 
+PROBE_FEATURES = ("cell + classes", "cell + classes + gene mean")
+
+
 def _child_scprint_probe(args) -> dict:
     import numpy as np
 
@@ -592,13 +598,17 @@ def _child_scprint_probe(args) -> dict:
     module = _scprint_setup(args)
     lengths = list(dict.fromkeys(args.probe_max_lens or [args.max_len]))
     keys = ["X_scprint"] + [f"X_scprint_{c}" for c in module.hierarchies]
-    embeddings, embed_s = {}, {}
+    embeddings, embed_s, choices = {}, {}, {}
     for n in lengths:
         t0 = time.perf_counter()
         out = embed(adata, module, max_len=n, batch_size=args.scprint_batch, progress=False,
-                    copy=True)  # fmt: skip
+                    gene_mean=True, copy=True)  # fmt: skip
         embed_s[n] = round(time.perf_counter() - t0, 2)
-        embeddings[n] = np.concatenate([out.obsm[k] for k in keys], axis=1)
+        base = np.concatenate([out.obsm[k] for k in keys], axis=1)
+        pooled = np.concatenate([base, out.obsm["X_scprint_gene_mean"]], axis=1)
+        for features, Z in zip(PROBE_FEATURES, (base, pooled), strict=True):
+            name = f"{n} genes, {features}"
+            embeddings[name], choices[name] = Z, (n, features)
     y = adata.obs[spec["label_key"]].astype(str).to_numpy()
     unseen = np.zeros(len(y), dtype=bool)
     unseen[np.asarray(spec["held_out"])] = True
@@ -610,13 +620,16 @@ def _child_scprint_probe(args) -> dict:
         best, inner = probe_inner_choice(embeddings, y, train, unseen, groups, args.seed)
         pred = _probe_fit_predict(embeddings[best], y, train, test).tolist()
         fit_s = time.perf_counter() - t0
-        folds.append({"pred": pred, "fit_s": round(fit_s, 2), "max_len": best,
-                      "inner_macro_f1": {str(k): round(v, 4) for k, v in inner.items()}})  # fmt: skip
-        print(f"fold: max_len {best} (inner macro F1 "
-              f"{', '.join(f'{k}: {v:.3f}' for k, v in inner.items())})", flush=True)  # fmt: skip
-    return {"folds": folds, "embed_s": embed_s, "embedding": keys,
-            "dims": int(embeddings[lengths[0]].shape[1]), "max_lens": lengths,
-            "chosen_max_len": [f["max_len"] for f in folds]}  # fmt: skip
+        n, features = choices[best]
+        folds.append({"pred": pred, "fit_s": round(fit_s, 2), "max_len": n,
+                      "features": features, "dims": int(embeddings[best].shape[1]),
+                      "inner_macro_f1": {k: round(v, 4) for k, v in inner.items()}})  # fmt: skip
+        print(f"fold: {best} (inner macro F1 "
+              f"{'; '.join(f'{k}: {v:.3f}' for k, v in inner.items())})", flush=True)  # fmt: skip
+    return {"folds": folds, "embed_s": embed_s, "embedding": keys + ["X_scprint_gene_mean"],
+            "features": list(PROBE_FEATURES), "max_lens": lengths,
+            "chosen_max_len": [f["max_len"] for f in folds],
+            "chosen_features": [f["features"] for f in folds]}  # fmt: skip
 
 
 def _child_scalr(args) -> dict:
@@ -1023,7 +1036,10 @@ def main(argv: list[str] | None = None) -> int:
             if method == "scprint-finetuned" and rec.get("status") == "ok":
                 rec["note"] = rec["classifier"]
             if method == "scprint-probe" and rec.get("status") == "ok":
-                rec["note"] = "max_len per fold " + ", ".join(map(str, rec["chosen_max_len"]))
+                rec["note"] = "per fold: " + ", ".join(
+                    f"{n}{' + gene mean' if f.endswith('gene mean') else ''}"
+                    for n, f in zip(rec["chosen_max_len"], rec["chosen_features"], strict=True)
+                )
             if method == "scprint-zeroshot" and rec.get("status") == "ok" and not args.science:
                 rec["note"] = "NOT held out (demo model)" if name == "retina" else "demo model"
             if rec["status"] == "ok":

@@ -232,6 +232,7 @@ def iterate(
     cells: np.ndarray | None = None,
     depth: np.ndarray | None = None,
     qk_layers: Sequence[int] | None = None,
+    gene_embs: bool = False,
     desc: str = "scPRINT",
     progress: bool = True,
 ) -> Iterator[tuple[dict, dict]]:
@@ -240,7 +241,8 @@ def iterate(
     Genes per cell: the expressed genes first (with ``mode="most expr"`` the most
     expressed when there are more than ``max_len``, with ``"random expr"`` a seeded random
     subset), then measured genes with a zero count.
-    ``depth`` overrides each cell's depth token (e.g. to denoise at another depth).
+    ``depth`` overrides each cell's depth token (e.g. to denoise at another depth);
+    ``gene_embs`` adds the last layer's gene tokens to the outputs (``"gene_embs"``).
     """
     collator = Collator(
         np.arange(source.n_model_genes).astype(str),
@@ -262,7 +264,9 @@ def iterate(
             if depth is not None:
                 batch["depth"] = torch.as_tensor(depth[chunk], dtype=torch.float32)
             on = {k: v.to(device) for k, v in batch.items()}
-            out = module.model(on["genes"], on["x"], on["depth"], qk_layers=qk_layers)
+            out = module.model(
+                on["genes"], on["x"], on["depth"], qk_layers=qk_layers, return_gene_embs=gene_embs
+            )
             yield batch, out
 
 

@@ -19,6 +19,7 @@ def embed(
     key_added: str = "X_scprint",
     class_embeddings: bool = True,
     logits: bool = False,
+    gene_mean: bool = False,
     max_len: int = 2200,
     how: str = "random expr",
     batch_size: int = 32,
@@ -42,6 +43,10 @@ def embed(
         Also write the embedding of each class token (cell type, disease...).
     logits
         Also write each classifier's logits, which work well as embeddings.
+    gene_mean
+        Also write the mean of the last layer's gene tokens over the cell's expressed
+        genes in its sequence (mean pooling, as scGPT and Geneformer embed cells), a
+        view of the cell beside its cell token.
     max_len
         Genes per cell: the expressed ones first, then measured genes with zero counts.
     how
@@ -62,23 +67,27 @@ def embed(
     ``None`` (or a copy with ``copy=True``), with these ``obsm`` entries:
     ``{key_added}`` the default cell embedding (n_cells, d);
     ``{key_added}_{class}`` each class embedding, with ``class_embeddings``;
-    ``{key_added}_{class}_logits`` each classifier's logits, with ``logits``.
+    ``{key_added}_{class}_logits`` each classifier's logits, with ``logits``;
+    ``{key_added}_gene_mean`` the mean gene token (n_cells, d), with ``gene_mean``.
     """
     module = resolve_model(model)
     source = prepare(adata, module, gene_key=gene_key, layer=layer, organism=organism)
     classes = list(module.hierarchies)
     parts: dict[str, list[np.ndarray]] = {key_added: []}
-    for _, out in iterate(
+    for batch, out in iterate(
         source,
         module,
         batch_size=batch_size,
         max_len=max_len,
         mode=how,
+        gene_embs=gene_mean,
         desc="embed",
         progress=progress,
     ):
         embs = out["cell_embs"].float().cpu().numpy()  # (B, 1 + K, d)
         parts[key_added].append(embs[:, 0])
+        if gene_mean:
+            parts.setdefault(f"{key_added}_gene_mean", []).append(_expressed_mean(batch, out))
         for j, name in enumerate(classes):
             if class_embeddings:
                 parts.setdefault(f"{key_added}_{name}", []).append(embs[:, 1 + j])
@@ -90,6 +99,16 @@ def embed(
     for key, chunks in parts.items():
         target.obsm[key] = np.concatenate(chunks).astype(np.float32)
     return target if copy else None
+
+
+def _expressed_mean(batch: dict, out: dict) -> np.ndarray:
+    """Mean of the last layer's gene tokens over each cell's expressed genes (B, d);
+    over all its genes for a cell with none expressed in its sequence."""
+    tokens = out["gene_embs"].float()
+    expressed = (batch["x"] > 0).to(tokens.device)
+    empty = ~expressed.any(dim=1, keepdim=True)
+    weights = (expressed | empty).to(tokens.dtype).unsqueeze(-1)
+    return ((tokens * weights).sum(1) / weights.sum(1)).cpu().numpy()
 
 
 def _expected_counts(out: dict, decoder: str) -> torch.Tensor:
