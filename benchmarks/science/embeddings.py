@@ -34,8 +34,9 @@ Figure 4C-D and Supp Figures S6-S7, and Methods, "Other evaluation metrics"):
     gives: the default (general) cell embedding ``X_scprint``; each class token's
     embedding (``scprint:<class>``, the paper's "deconvolved" embeddings, Figure 4C-D);
     each classifier's logits (``scprint:<class> logits``, which the paper finds remove
-    more batch effect, Supp Figure S6). The paper does not say which of them its scIB
-    figures use, so all are scored;
+    more batch effect, Supp Figure S6); the mean of the expressed genes' last-layer
+    tokens (``scprint:gene_mean``, ``embed(..., gene_mean=True)``). The paper does not
+    say which of them its scIB figures use, so all are scored;
   - ``pca``: the unintegrated baseline: the ``--n-hvg`` (2,000) most variable genes
     (scanpy ``highly_variable_genes(flavor="seurat")`` after ``normalize_total(1e4)``
     and ``log1p``) of the table's cells, ``--n-pcs`` (50) principal components;
@@ -130,7 +131,8 @@ def _child_scprint(work: Path, args: argparse.Namespace) -> dict:
     adata = ad.read_h5ad(work / "cells_scprint.h5ad")
     t0 = time.perf_counter()
     model = scprint.load(args.ckpt)
-    embed(adata, model, logits=True, batch_size=args.scprint_batch, progress=False)
+    embed(adata, model, logits=True, gene_mean=True, batch_size=args.scprint_batch,
+          progress=False)  # fmt: skip
     seconds = time.perf_counter() - t0
     arrays = {}
     for key, value in adata.obsm.items():
