@@ -1037,7 +1037,7 @@ def main(argv: list[str] | None = None) -> int:
                 rec["note"] = rec["classifier"]
             if method == "scprint-probe" and rec.get("status") == "ok":
                 rec["note"] = "per fold: " + ", ".join(
-                    f"{n}{' + gene mean' if f.endswith('gene mean') else ''}"
+                    f"{n}{' + gene mean' if f == PROBE_FEATURES[1] else ''}"
                     for n, f in zip(rec["chosen_max_len"], rec["chosen_features"], strict=True)
                 )
             if method == "scprint-zeroshot" and rec.get("status") == "ok" and not args.science:

@@ -3,7 +3,8 @@
 ::
 
     scprint embed --adata IN.h5ad --ckpt MODEL --out OUT.h5ad [--max-len 2200]
-        [--batch-size 32] [--logits] [--gene-mean] [--gene-key COL] [--layer NAME] [--organism human]
+        [--batch-size 32] [--logits] [--gene-mean] [--gene-key COL] [--layer NAME]
+        [--organism human]
     scprint denoise --adata IN.h5ad --ckpt MODEL --out OUT.h5ad [--depth-multiplier 1]
         [--posterior] [--neighbours 1] [--zero-share S]
     scprint classify --adata IN.h5ad --ckpt MODEL --out OUT.h5ad
@@ -92,8 +93,9 @@ def build_parser(prog: str = "scprint") -> argparse.ArgumentParser:
     p = sub.add_parser("embed", help="cell embeddings -> obsm['X_scprint*']")
     _common(p, "output .h5ad")
     p.add_argument("--logits", action="store_true", help="also write each classifier's logits")
-    p.add_argument("--gene-mean", action="store_true",
-                   help="also write the mean of the expressed genes' last-layer tokens")  # fmt: skip
+    p.add_argument(
+        "--gene-mean", action="store_true", help="also write the expressed genes' mean token"
+    )
     p.add_argument("--key-added", default="X_scprint", help="prefix of the obsm keys")
     p.add_argument(
         "--no-class-embeddings", action="store_true", help="only the default cell embedding"
@@ -176,7 +178,8 @@ def _run(args: argparse.Namespace) -> int:
         from .cells import embed
 
         embed(adata, model, key_added=args.key_added, logits=args.logits,
-              gene_mean=args.gene_mean, class_embeddings=not args.no_class_embeddings, **options)  # fmt: skip
+              gene_mean=args.gene_mean, class_embeddings=not args.no_class_embeddings,
+              **options)  # fmt: skip
         result = adata
     elif args.command == "denoise":
         from .cells import denoise
