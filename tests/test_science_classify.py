@@ -68,3 +68,30 @@ def test_fine_tuning_starts_at_the_rate_pretraining_ended_at(tmp_path):
     del state["optimizer_states"]  # weights only: the configured rate
     torch.save(state, ckpt)
     assert bench._final_lr(ckpt) == 5e-4
+
+
+def test_a_flat_fine_tuning_head_can_predict_a_coarse_label(trained, retina_full):
+    """The retina's "ON-bipolar cell" (CL:0000749) is the parent of "rod bipolar cell"
+    (CL:0000751): the pretrained head has no leaf for it, a flat head does, and keeps the
+    pretrained class token and hidden layers."""
+    import torch
+
+    head = "cell_type_ontology_term_id"
+    labels = retina_full.obs[head].astype(str).to_numpy()
+    assert {"CL:0000749", "CL:0000751"} <= set(labels)
+    old, _ = bench._finetune_module(trained, head, labels, 1e-4, 1)
+    assert "CL:0000749" not in old.hierarchies[head].leaves
+    flat, added = bench._finetune_module(trained, head, labels, 1e-4, 1, flat=True)
+    assert not added
+    assert list(flat.hierarchies[head].leaves) == sorted(set(labels))
+    pre, new = trained.state_dict(), flat.state_dict()
+    torch.testing.assert_close(new["model.placeholders"], pre["model.placeholders"])
+    prefix = f"model.class_heads.{head}."
+    fresh = [k for k in new if k.startswith(prefix) and new[k].shape != pre[k].shape]
+    kept = [k for k in new if k.startswith(prefix) and new[k].shape == pre[k].shape]
+    assert fresh and all(new[k].shape[0] == len(set(labels)) for k in fresh)
+    for k in kept:
+        torch.testing.assert_close(new[k], pre[k])
+    for k in new:  # everything outside the head carries over
+        if not k.startswith(prefix):
+            torch.testing.assert_close(new[k], pre[k])

@@ -108,7 +108,8 @@ ours: ``linear``, ``tabnet`` (SIMS), ``tabnet-sctab`` (scTab), ``mlp`` (scTab's 
 
 Options: ``--datasets``, ``--methods`` (default all but ``mlp``), ``--folds``,
 ``--finetune-epochs`` (default 2), ``--finetune-max-steps`` (50), ``--finetune-max-len``
-(pretraining's), ``--finetune-lr``, ``--finetune-losses`` (``all``), ``--max-len`` (inference),
+(pretraining's), ``--finetune-lr``, ``--finetune-losses`` (``all``), ``--finetune-head``
+(``pretrained``; ``flat``: the fold's labels as given), ``--max-len`` (inference),
 ``--probe-max-lens``, ``--seed``, ``--threads`` (default 1),
 ``--ckpt`` (default ``splits.science_checkpoint()``; when that file does not exist the
 demo's debug model ``scprint.demo.pretrained()`` is used, with a note: it was pretrained
@@ -393,11 +394,18 @@ def _child_scprint_zeroshot(args) -> dict:
             "leaves": module.hierarchies[head].n_leaves}  # fmt: skip
 
 
-def _finetune_module(pre, head: str, train_labels, lr: float, warmup: int, losses: str = "all"):
+def _finetune_module(
+    pre, head: str, train_labels, lr: float, warmup: int, losses: str = "all",
+    flat: bool = False,
+):  # fmt: skip
     """A trainable copy of ``pre`` (its weights) with a classifier for ``head``; a new one
     (placeholder token and head, freshly initialised) when ``pre`` has none. ``losses``:
     ``"all"`` trains on the pretraining's weighted sum, ``"class"`` on the classification
-    losses only (the expression decoders then get no gradient)."""
+    losses only (the expression decoders then get no gradient). ``flat``: the classifier
+    predicts the training labels as given, each a class of its own, instead of the leaves
+    of their ontology (a coarse label such as "ON-bipolar cell", the parent of "rod
+    bipolar cell", becomes predictable); it keeps ``pre``'s class token and the hidden
+    layers of ``pre``'s head, its output layer starts afresh."""
     import torch
 
     from scdataloader.ontology import build_hierarchy
@@ -425,8 +433,10 @@ def _finetune_module(pre, head: str, train_labels, lr: float, warmup: int, losse
     added = head not in pre.hierarchies
     if added:
         hierarchies.pop(head, None)
-        hierarchies[head] = build_hierarchy(head, train_labels).to_dict()
+        hierarchies[head] = build_hierarchy(head, train_labels, hierarchical=not flat).to_dict()
         keys = [k for k in keys if k != head] + [head]
+    elif flat:
+        hierarchies[head] = build_hierarchy(head, train_labels, hierarchical=False).to_dict()
     hp.update(hierarchies=hierarchies, label_keys=keys, lr=lr, warmup_steps=warmup)
     ft = FineTune(**hp)
     old, own = pre.state_dict(), ft.state_dict()
@@ -438,8 +448,8 @@ def _finetune_module(pre, head: str, train_labels, lr: float, warmup: int, losse
             value = value.clone()
             value[: old[key].shape[0]] = old[key]
             state[key] = value
-        elif added and key.startswith(f"model.class_heads.{head}."):
-            state[key] = value
+        elif (added or flat) and key.startswith(f"model.class_heads.{head}."):
+            state[key] = value  # a new output layer (or head): freshly initialised
         else:
             raise RuntimeError(
                 f"fine-tuning: weight {key} does not carry over from the checkpoint"
@@ -488,8 +498,9 @@ def _child_scprint_finetuned(args) -> dict:
         train = np.asarray(fold["train"])
         labels = adata.obs[head].astype(str).to_numpy()[train]
         ft, added = _finetune_module(
-            pre, head, labels, lr, args.finetune_warmup, args.finetune_losses
-        )
+            pre, head, labels, lr, args.finetune_warmup, args.finetune_losses,
+            flat=args.finetune_head == "flat",
+        )  # fmt: skip
         cells = ens[train].copy()
         obs = pd.DataFrame(index=cells.obs_names)
         for key in ft.label_keys:
@@ -529,10 +540,13 @@ def _child_scprint_finetuned(args) -> dict:
               f"{folds[-1]['losses']}", flush=True)  # fmt: skip
         path.unlink()
     note = f"new classifier for {head!r} added" if added else f"its {head!r} classifier"
+    if args.finetune_head == "flat":
+        note = f"a flat classifier of the fold's labels for {head!r}"
     return {"folds": folds, "classifier": note, "lr": lr, "max_len": max_len,
             "zero_genes": zero_genes, "pretraining_max_len": train_len,
             "epochs": args.finetune_epochs, "max_steps": args.finetune_max_steps,
-            "batch_size": args.finetune_batch, "losses": args.finetune_losses}  # fmt: skip
+            "batch_size": args.finetune_batch, "losses": args.finetune_losses,
+            "head": args.finetune_head}  # fmt: skip
 
 
 def _probe_fit_predict(Z, y, train, test):
@@ -748,7 +762,8 @@ def _child_cmd(python, method: str, dataset: str, work: Path, args) -> list[str]
            "--work", str(work), "--ckpt", str(args.ckpt)]  # fmt: skip
     for opt in ("seed", "threads", "max_len", "scprint_batch", "finetune_epochs",
                 "finetune_max_steps", "finetune_max_len", "finetune_batch", "finetune_warmup",
-                "finetune_losses", "scalr_genes", "scalr_top", "val_size"):  # fmt: skip
+                "finetune_losses", "finetune_head", "scalr_genes", "scalr_top",
+                "val_size"):  # fmt: skip
         cmd += [f"--{opt.replace('_', '-')}", str(getattr(args, opt))]
     if args.finetune_lr:
         cmd += ["--finetune-lr", str(args.finetune_lr)]
@@ -958,6 +973,13 @@ def main(argv: list[str] | None = None) -> int:
         choices=["all", "class"],
         help="all: the pretraining's weighted losses; class: classification only",
     )
+    ap.add_argument(
+        "--finetune-head",
+        default="pretrained",
+        choices=["pretrained", "flat"],
+        help="pretrained: the checkpoint's classifier (ontology leaves); flat: a new output "
+        "layer over the fold's labels as given",
+    )
     ap.add_argument("--n-genes", type=int, default=2000, help="genes of LR, XGBoost, ours")
     ap.add_argument("--max-epochs", type=int, default=100, help="our neural tabular models")
     ap.add_argument("--patience", type=int, default=20)
@@ -1056,7 +1078,7 @@ def main(argv: list[str] | None = None) -> int:
                         "folds", "seed", "threads", "max_len", "finetune_epochs",
                         "finetune_max_steps", "finetune_max_len",
                         "finetune_batch", "finetune_lr", "finetune_warmup",
-                        "finetune_losses", "probe_max_lens", "n_genes",
+                        "finetune_losses", "finetune_head", "probe_max_lens", "n_genes",
                         "max_epochs", "patience", "val_size", "scalr_genes", "scalr_top")},
                     "versions": versions, "machine": machine}  # fmt: skip
             with open(out, "a") as fh:
