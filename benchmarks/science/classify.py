@@ -136,7 +136,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path.insert(0, str(HERE))
-from common import checkpoint_collator, own_peak_rss_mb  # noqa: E402
+from common import checkpoint_collator, display_path, own_peak_rss_mb  # noqa: E402
 from common import fmt as _fmt  # noqa: E402
 from common import package_version as _version  # noqa: E402
 from common import sha256 as _sha256  # noqa: E402
@@ -1072,7 +1072,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {rec['status']}", flush=True)
             rows.append(rec)
             full = {"benchmark": "science_classify", "run": run_id, **rec,
-                    "checkpoint": str(ckpt), "checkpoint_sha256": ckpt_sha,
+                    "checkpoint": display_path(ckpt), "checkpoint_sha256": ckpt_sha,
                     "science_checkpoint": args.science,
                     "settings": {k: getattr(args, k) for k in (
                         "folds", "seed", "threads", "max_len", "finetune_epochs",
