@@ -899,7 +899,8 @@ def reused_rows(args, name: str, rows: list[dict]) -> list[dict]:
                 f"--reuse {rec['run']}: its {name} {rec['method']} row ran with other settings "
                 f"({', '.join(f'{k} {theirs.get(k)} vs {getattr(args, k)}' for k in differ)})."
             )
-        if rec["method"] in SCPRINT and str(rec.get("checkpoint")) != str(args.ckpt):
+        same_model = display_path(rec.get("checkpoint")) == display_path(args.ckpt)
+        if rec["method"] in SCPRINT and not same_model:
             continue  # another model's scprint rows do not belong to this table
         note = rec.get("note") or ("ok" if rec.get("status") == "ok" else "")
         found.append({**rec, "note": f"{note}; run {rec['run']}".lstrip("; ")})
