@@ -431,12 +431,11 @@ def _finetune_module(
     hierarchies = dict(hp["hierarchies"])
     keys = list(hp["label_keys"])
     added = head not in pre.hierarchies
-    if added:
+    if added:  # a new class goes last, after the pretrained ones
         hierarchies.pop(head, None)
-        hierarchies[head] = build_hierarchy(head, train_labels, hierarchical=not flat).to_dict()
         keys = [k for k in keys if k != head] + [head]
-    elif flat:
-        hierarchies[head] = build_hierarchy(head, train_labels, hierarchical=False).to_dict()
+    if added or flat:
+        hierarchies[head] = build_hierarchy(head, train_labels, hierarchical=not flat).to_dict()
     hp.update(hierarchies=hierarchies, label_keys=keys, lr=lr, warmup_steps=warmup)
     ft = FineTune(**hp)
     old, own = pre.state_dict(), ft.state_dict()
